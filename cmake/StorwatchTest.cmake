@@ -1,0 +1,26 @@
+# storwatch_add_test(NAME SOURCES ... LIBS ... [PRIVILEGED])
+# One gtest binary per module; each test case becomes a CTest test with a timeout.
+include(GoogleTest)
+function(storwatch_add_test name)
+  cmake_parse_arguments(ARG "PRIVILEGED" "" "SOURCES;LIBS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main GTest::gmock storwatch_warnings)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+  set(labels unit)
+  if(ARG_PRIVILEGED)
+    set(labels privileged)
+  endif()
+  gtest_discover_tests(${name} PROPERTIES TIMEOUT 60 LABELS "${labels}" DISCOVERY_TIMEOUT 30)
+endfunction()
+
+# storwatch_add_script_test(NAME COMMAND ... [TIMEOUT s]): integration tests (python), 77 means skipped.
+function(storwatch_add_script_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "COMMAND" ${ARGN})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 120)
+  endif()
+  add_test(NAME ${name} COMMAND ${ARG_COMMAND})
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT} SKIP_RETURN_CODE 77 LABELS integration
+    RUN_SERIAL TRUE
+    ENVIRONMENT "STORWATCHD=$<TARGET_FILE:storwatchd>;STORWATCH=$<TARGET_FILE:storwatch>;STORWATCH_TESTFS=$<TARGET_FILE:storwatch-testfs>;PYTHONDONTWRITEBYTECODE=1")
+endfunction()

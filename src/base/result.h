@@ -1,0 +1,3 @@
+// The daemon and the CLI use the same Result as the public client API.
+#pragma once
+#include <storwatch/result.h>

@@ -1,0 +1,286 @@
+#include "daemon/config/config.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+// Debian builds toml++ as a shared library with exceptions; they are caught in parse_toml().
+#include <toml++/toml.h>
+
+namespace storwatch::daemon {
+
+const std::string_view kDefaultConfig = R"(# storwatchd configuration (TOML). Every key is optional; these are the defaults.
+
+[daemon]
+# The Varlink socket (io.storwatch). --socket overrides it.
+socket = "/run/storwatch/io.storwatch"
+# Rules set at runtime, levels crossed, sequence numbers. --state-dir overrides it.
+state_dir = "/var/lib/storwatch"
+
+[watch]
+# Every real, writable filesystem is watched. Pseudo filesystems (proc, sysfs, cgroup, devpts,
+# debugfs, tracefs, ...), image filesystems (squashfs, erofs, iso9660) and read-only mounts are not.
+skip_fstypes = []      # more filesystem types not to watch
+watch_fstypes = []     # types to watch although they are in the built-in skip list
+skip_paths = []        # mount points not to watch (with everything mounted below them)
+watch_readonly = false # also watch read-only mounts
+
+[thresholds]
+# statfs runs off the event loop; one that takes longer marks the filesystem unresponsive.
+statfs_timeout = "5s"
+# Polling adapts between these: faster as free space nears a level or the fill rate rises.
+poll_min = "100ms"
+poll_max = "30s"
+# Levels for every watched filesystem that has no rule of its own. "Free" is what df shows as
+# available (f_bavail, f_favail). An empty list polls only filesystems that have rules.
+levels = [
+  { resource = "blocks", below = "10%", severity = "warning" },
+  { resource = "blocks", below = "5%",  severity = "error" },
+  { resource = "blocks", below = "1%",  severity = "critical" },
+  { resource = "inodes", below = "10%", severity = "warning" },
+  { resource = "inodes", below = "5%",  severity = "error" },
+  { resource = "inodes", below = "1%",  severity = "critical" },
+]
+
+# Rules for particular filesystems replace the default levels there; add any number:
+# [[rule]]
+# path = "/data"
+# levels = [ { resource = "blocks", below = "20G" }, { resource = "inodes", below = "2%" } ]
+# events = true       # errors, read-only, ENOSPC events for this filesystem
+# thresholds = true   # level events
+
+[limits]
+clients = 256                  # connections at once
+message_bytes = 65536          # largest request
+subscriptions_per_process = 32 # concurrent Subscribe streams of one client process
+queue_events = 4096            # events queued per subscriber before it gets stream.lost
+)";
+
+Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  double v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || v < 0)
+    return fail_invalid(fmt::format("invalid duration \"{}\": expected e.g. 5s, 100ms, 2m", text));
+  std::string_view unit(p, text.data() + text.size() - p);
+  double ms;
+  if (unit.empty() || unit == "s")
+    ms = v * 1000;
+  else if (unit == "ms")
+    ms = v;
+  else if (unit == "m" || unit == "min")
+    ms = v * 60000;
+  else if (unit == "h")
+    ms = v * 3600000;
+  else
+    return fail_invalid(fmt::format("invalid duration \"{}\": unknown unit \"{}\"", text, unit));
+  return std::chrono::milliseconds(static_cast<int64_t>(ms));
+}
+
+namespace {
+
+// Converts a TOML value to JSON so rules share rule_from_json with the protocol.
+nlohmann::json to_json(const toml::node& n) {
+  if (auto t = n.as_table()) {
+    nlohmann::json j = nlohmann::json::object();
+    for (auto&& [k, v] : *t) j[std::string(k.str())] = to_json(v);
+    return j;
+  }
+  if (auto a = n.as_array()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (auto&& v : *a) j.push_back(to_json(v));
+    return j;
+  }
+  if (auto s = n.as_string()) return s->get();
+  if (auto i = n.as_integer()) return i->get();
+  if (auto f = n.as_floating_point()) return f->get();
+  if (auto b = n.as_boolean()) return b->get();
+  return nullptr;
+}
+
+class Reader {
+ public:
+  Reader(const toml::table& root, std::string_view origin) : root_(root), origin_(origin) {}
+
+  Error err(std::string_view where, std::string_view what) const {
+    return Error::invalid(fmt::format("{}: {}: {}", origin_, where, what));
+  }
+
+  // Checks that a table has only known keys.
+  Result<void> known(const toml::table& t, std::string_view name, std::set<std::string_view> keys) const {
+    for (auto&& [k, v] : t)
+      if (!keys.count(k.str())) return fail(err(name, fmt::format("unknown key \"{}\"", k.str())));
+    return {};
+  }
+
+  Result<std::string> string(const toml::table& t, std::string_view table, std::string_view key,
+                             std::string fallback) const {
+    auto n = t.get(key);
+    if (!n) return fallback;
+    if (!n->is_string()) return fail(err(fmt::format("{}.{}", table, key), "must be a string"));
+    return std::string(n->as_string()->get());
+  }
+
+  Result<bool> boolean(const toml::table& t, std::string_view table, std::string_view key, bool fallback) const {
+    auto n = t.get(key);
+    if (!n) return fallback;
+    if (!n->is_boolean()) return fail(err(fmt::format("{}.{}", table, key), "must be true or false"));
+    return n->as_boolean()->get();
+  }
+
+  Result<size_t> count(const toml::table& t, std::string_view table, std::string_view key, size_t fallback,
+                       size_t min, size_t max) const {
+    auto n = t.get(key);
+    if (!n) return fallback;
+    if (!n->is_integer()) return fail(err(fmt::format("{}.{}", table, key), "must be an integer"));
+    int64_t v = n->as_integer()->get();
+    if (v < static_cast<int64_t>(min) || v > static_cast<int64_t>(max))
+      return fail(err(fmt::format("{}.{}", table, key), fmt::format("must be between {} and {}", min, max)));
+    return static_cast<size_t>(v);
+  }
+
+  Result<std::vector<std::string>> strings(const toml::table& t, std::string_view table,
+                                           std::string_view key) const {
+    std::vector<std::string> out;
+    auto n = t.get(key);
+    if (!n) return out;
+    auto a = n->as_array();
+    if (!a) return fail(err(fmt::format("{}.{}", table, key), "must be an array of strings"));
+    for (auto&& v : *a) {
+      if (!v.is_string()) return fail(err(fmt::format("{}.{}", table, key), "must be an array of strings"));
+      out.emplace_back(v.as_string()->get());
+    }
+    return out;
+  }
+
+  Result<std::chrono::milliseconds> duration(const toml::table& t, std::string_view table,
+                                             std::string_view key, std::chrono::milliseconds fallback) const {
+    auto s = string(t, table, key, "");
+    if (!s) return fail(s.error());
+    if (s->empty()) return fallback;
+    auto d = parse_duration(*s);
+    if (!d) return fail(err(fmt::format("{}.{}", table, key), d.error().message()));
+    return *d;
+  }
+
+ private:
+  const toml::table& root_;
+  std::string_view origin_;
+};
+
+#define CFG_TRY(lhs, expr)              \
+  do {                                  \
+    auto r_ = (expr);                   \
+    if (!r_) return fail(r_.error());   \
+    lhs = std::move(*r_);               \
+  } while (0)
+
+Result<void> apply(Config& c, const toml::table& root, std::string_view origin) {
+  Reader rd(root, origin);
+  if (auto r = rd.known(root, "top level", {"daemon", "watch", "thresholds", "rule", "limits"}); !r) return r;
+  auto section = [&](std::string_view name) -> Result<const toml::table*> {
+    auto n = root.get(name);
+    if (!n) return static_cast<const toml::table*>(nullptr);
+    if (!n->is_table()) return fail(rd.err(name, "must be a table"));
+    return n->as_table();
+  };
+  const toml::table* t;
+  CFG_TRY(t, section("daemon"));
+  if (t) {
+    if (auto r = rd.known(*t, "daemon", {"socket", "state_dir"}); !r) return r;
+    CFG_TRY(c.socket, rd.string(*t, "daemon", "socket", c.socket));
+    CFG_TRY(c.state_dir, rd.string(*t, "daemon", "state_dir", c.state_dir));
+  }
+  CFG_TRY(t, section("watch"));
+  if (t) {
+    if (auto r = rd.known(*t, "watch", {"skip_fstypes", "watch_fstypes", "skip_paths", "watch_readonly"}); !r)
+      return r;
+    CFG_TRY(c.skip_fstypes, rd.strings(*t, "watch", "skip_fstypes"));
+    CFG_TRY(c.watch_fstypes, rd.strings(*t, "watch", "watch_fstypes"));
+    CFG_TRY(c.skip_paths, rd.strings(*t, "watch", "skip_paths"));
+    CFG_TRY(c.watch_readonly, rd.boolean(*t, "watch", "watch_readonly", c.watch_readonly));
+  }
+  CFG_TRY(t, section("thresholds"));
+  if (t) {
+    if (auto r = rd.known(*t, "thresholds", {"statfs_timeout", "poll_min", "poll_max", "levels"}); !r) return r;
+    CFG_TRY(c.statfs_timeout, rd.duration(*t, "thresholds", "statfs_timeout", c.statfs_timeout));
+    CFG_TRY(c.poll_min, rd.duration(*t, "thresholds", "poll_min", c.poll_min));
+    CFG_TRY(c.poll_max, rd.duration(*t, "thresholds", "poll_max", c.poll_max));
+    if (c.poll_min.count() < 10 || c.poll_max < c.poll_min)
+      return fail(rd.err("thresholds", "need 10ms <= poll_min <= poll_max"));
+    if (c.statfs_timeout.count() < 10) return fail(rd.err("thresholds.statfs_timeout", "must be at least 10ms"));
+    if (auto n = t->get("levels")) {
+      if (!n->is_array()) return fail(rd.err("thresholds.levels", "must be an array of level tables"));
+      nlohmann::json rule = {{"path", "/"}, {"levels", to_json(*n)}};
+      auto parsed = rule_from_json(rule);
+      if (!parsed) return fail(rd.err("thresholds.levels", parsed.error().message()));
+      c.default_levels = parsed->levels;
+    }
+  }
+  if (auto n = root.get("rule")) {
+    auto a = n->as_array();
+    if (!a) return fail(rd.err("rule", "must be an array of tables ([[rule]])"));
+    size_t i = 0;
+    for (auto&& v : *a) {
+      ++i;
+      if (!v.is_table()) return fail(rd.err(fmt::format("rule #{}", i), "must be a table"));
+      auto parsed = rule_from_json(to_json(v));
+      if (!parsed) return fail(rd.err(fmt::format("rule #{}", i), parsed.error().message()));
+      for (const auto& existing : c.rules)
+        if (existing.path == parsed->path)
+          return fail(rd.err(fmt::format("rule #{}", i), fmt::format("a second rule for {}", parsed->path)));
+      c.rules.push_back(std::move(*parsed));
+    }
+  }
+  CFG_TRY(t, section("limits"));
+  if (t) {
+    if (auto r = rd.known(*t, "limits", {"clients", "message_bytes", "subscriptions_per_process", "queue_events"});
+        !r)
+      return r;
+    CFG_TRY(c.limits.max_clients, rd.count(*t, "limits", "clients", c.limits.max_clients, 1, 100000));
+    CFG_TRY(c.limits.max_message, rd.count(*t, "limits", "message_bytes", c.limits.max_message, 1024, 16 << 20));
+    CFG_TRY(c.limits.max_subscriptions_per_process,
+            rd.count(*t, "limits", "subscriptions_per_process", c.limits.max_subscriptions_per_process, 1, 10000));
+    CFG_TRY(c.limits.queue_events, rd.count(*t, "limits", "queue_events", c.limits.queue_events, 16, 1 << 24));
+  }
+  return {};
+}
+
+Result<toml::table> parse_toml(std::string_view text, std::string_view origin) {
+  try {
+    return toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    return fail_invalid(fmt::format("{}:{}:{}: {}", origin, e.source().begin.line, e.source().begin.column,
+                                    e.description()));
+  }
+}
+
+}  // namespace
+
+Result<Config> parse_config(std::string_view toml_text, std::string_view origin) {
+  Config c;
+  auto defaults = parse_toml(kDefaultConfig, "embedded default");
+  if (!defaults) return fail(defaults.error());
+  if (auto r = apply(c, *defaults, "embedded default"); !r) return fail(r.error());
+  auto user = parse_toml(toml_text, origin);
+  if (!user) return fail(user.error());
+  if (auto r = apply(c, *user, origin); !r) return fail(r.error());
+  return c;
+}
+
+Result<Config> load_config(const std::string& path, bool missing_ok) {
+  std::ifstream in(path);
+  if (!in) {
+    int err = errno;
+    if (missing_ok && err == ENOENT) return parse_config("", "embedded default");
+    return fail_errno(err, fmt::format("reading {}", path));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+}  // namespace storwatch::daemon

@@ -1,0 +1,156 @@
+// storwatchd: parse arguments -> load config -> Manager::create -> READY=1 -> loop -> STOPPING=1.
+// Runs in the foreground and logs to stderr (systemd Type=notify); never daemonizes.
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "base/log.h"
+#include "daemon/config/config.h"
+#include "daemon/manager.h"
+
+using namespace storwatch;
+using namespace storwatch::daemon;
+
+namespace {
+
+struct Args {
+  std::string config = kDefaultConfigPath;
+  bool config_given = false;
+  std::string socket;
+  std::string state_dir;
+  bool print = false;
+  bool print_default = false;
+  bool check = false;
+  std::string log_level = "info";
+};
+
+Result<Config> load(const Args& a) {
+  auto c = load_config(a.config, !a.config_given);
+  if (!c) return c;
+  if (!a.socket.empty()) c->socket = a.socket;
+  if (!a.state_dir.empty()) c->state_dir = a.state_dir;
+  return c;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app{
+      "storwatchd: tells applications and administrators what happens to their storage the moment it\n"
+      "happens. Runs in the foreground; serves the Varlink interface io.storwatch on a Unix socket.",
+      "storwatchd"};
+  app.add_option("--config", a.config,
+                 "configuration file (TOML); without this option " + std::string(kDefaultConfigPath) +
+                     " is read if it exists, else the embedded default applies")
+      ->each([&](const std::string&) { a.config_given = true; });
+  app.add_option("--socket", a.socket, "Varlink socket path (default: from the config, " +
+                                           std::string(kDefaultSocketPath) + ")");
+  app.add_option("--state-dir", a.state_dir,
+                 "state directory: rules set at runtime, levels crossed, sequence numbers (default: from "
+                 "the config, " + std::string(kDefaultStateDir) + ")");
+  app.add_flag("--print", a.print, "also print each event as a readable line on stdout");
+  app.add_flag("--print-default-config", a.print_default, "print the embedded default configuration and exit");
+  app.add_flag("--check-config", a.check, "check the configuration and exit (status 0 when valid)");
+  app.add_option("--log-level", a.log_level, "debug, info, warning or error (default: info)")
+      ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  app.set_version_flag("--version", std::string("storwatchd ") + STORWATCH_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (a.print_default) {
+    std::fwrite(kDefaultConfig.data(), 1, kDefaultConfig.size(), stdout);
+    return 0;
+  }
+  set_log_level(a.log_level == "debug"     ? LogLevel::debug
+                : a.log_level == "warning" ? LogLevel::warning
+                : a.log_level == "error"   ? LogLevel::error
+                                           : LogLevel::info);
+
+  auto config = load(a);
+  if (!config) {
+    log_error("{}", config.error().message());
+    return 1;
+  }
+  if (a.check) {
+    std::printf("configuration ok\n");
+    return 0;
+  }
+
+  // Signals arrive through a signalfd on the loop, so handlers never race the loop.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  UniqueFd sigfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sigfd) {
+    log_error("signalfd: {}", std::strerror(errno));
+    return 1;
+  }
+
+  // Each client holds a socket; raise the soft fd limit to the hard one for many clients.
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+
+  Manager::Deps deps;
+  int n = sd_listen_fds(1);
+  if (n > 1) {
+    log_error("expected one socket from systemd, got {}", n);
+    return 1;
+  }
+  if (n == 1) deps.listener = UniqueFd(SD_LISTEN_FDS_START);
+
+  auto manager = Manager::create(*config, Manager::Options{a.print}, std::move(deps));
+  if (!manager) {
+    log_error("starting: {}", manager.error().message());
+    return 1;
+  }
+  Manager& m = **manager;
+  int sfd = sigfd.get();
+  auto r = m.loop().add_fd(sfd, EPOLLIN, [&](uint32_t) {
+    signalfd_siginfo si{};
+    while (::read(sfd, &si, sizeof si) == sizeof si) {
+      if (si.ssi_signo == SIGHUP) {
+        sd_notify(0, "RELOADING=1");
+        auto c = load(a);
+        if (c) {
+          m.reload(std::move(*c));
+          log_info("configuration reloaded");
+        } else {
+          log_error("reload: {} (keeping the previous configuration)", c.error().message());
+        }
+        sd_notify(0, "READY=1");
+      } else {
+        m.loop().stop();
+      }
+    }
+  });
+  if (!r) {
+    log_error("{}", r.error().message());
+    return 1;
+  }
+  log_info("storwatchd {} listening on {} (state in {})", STORWATCH_VERSION, config->socket, config->state_dir);
+  sd_notify(0, "READY=1\nSTATUS=watching storage");
+  m.loop().run();
+  sd_notify(0, "STOPPING=1");
+  log_info("storwatchd stopping");
+  // Statfs workers stuck in a hung filesystem are not waited for: they end with the process.
+  manager->reset();
+  std::fflush(stdout);
+  return 0;
+}

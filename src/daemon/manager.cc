@@ -1,0 +1,472 @@
+#include "daemon/manager.h"
+
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "base/time_format.h"
+#include "daemon/probe/probes.h"
+#include "proto/filter.h"
+#include "proto/varlink.h"
+
+namespace storwatch::daemon {
+
+using nlohmann::json;
+namespace errs = proto::errors;
+
+namespace {
+
+// Lexically normalises an absolute path: no ".", "..", duplicate or trailing slashes. The CLI
+// sends realpath()s; this only guards against sloppy input from other clients.
+std::optional<std::string> normalise(const std::string& path) {
+  if (path.empty() || path.front() != '/') return std::nullopt;
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    std::string part = path.substr(i, j - i);
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(part);
+    }
+    i = j + 1;
+  }
+  std::string out;
+  for (const auto& p : parts) out += "/" + p;
+  return out.empty() ? "/" : out;
+}
+
+bool under(const std::string& path, const std::string& prefix) {
+  if (prefix == "/") return true;
+  return path == prefix || (path.size() > prefix.size() && path.compare(0, prefix.size(), prefix) == 0 &&
+                            path[prefix.size()] == '/');
+}
+
+VarlinkError invalid_param(std::string param, std::string reason) {
+  return VarlinkError{errs::kInvalidParameter, {{"parameter", std::move(param)}, {"reason", std::move(reason)}}};
+}
+
+}  // namespace
+
+Manager::Manager(Config config, Options options)
+    : config_(std::move(config)),
+      options_(options),
+      inventory_([this](const MountEntry& m) { return is_watched(m); }) {}
+
+Manager::~Manager() {
+  // The server and sources reference the loop and bus; tear down in dependency order.
+  server_.reset();
+  space_.reset();
+  statfs_.reset();
+}
+
+Result<std::unique_ptr<Manager>> Manager::create(Config config, Options options, Deps deps) {
+  std::unique_ptr<Manager> m(new Manager(std::move(config), options));
+  if (auto r = m->start(std::move(deps)); !r) return fail(r.error());
+  return m;
+}
+
+bool Manager::is_watched(const MountEntry& m) const {
+  for (const auto& p : config_.skip_paths)
+    if (under(m.mount_point, p)) return false;
+  for (const auto& t : config_.skip_fstypes)
+    if (t == m.fstype) return false;
+  bool forced = std::find(config_.watch_fstypes.begin(), config_.watch_fstypes.end(), m.fstype) !=
+                config_.watch_fstypes.end();
+  if (!forced && is_pseudo_fstype(m.fstype)) return false;
+  if (!config_.watch_readonly && m.read_only()) return false;
+  return true;
+}
+
+Result<void> Manager::start(Deps deps) {
+  if (deps.clock) {
+    clock_ = deps.clock;
+  } else {
+    own_clock_ = std::make_unique<RealClock>();
+    clock_ = own_clock_.get();
+  }
+  auto loop = EventLoop::create(*clock_);
+  if (!loop) return fail(loop.error());
+  loop_ = std::move(*loop);
+
+  auto db = StateDb::open(config_.state_dir);
+  if (!db) return fail(db.error());
+  db_ = std::move(*db);
+  StateDb* dbp = db_.get();
+  bus_ = std::make_unique<Bus>(*clock_, db_->journal_id(), db_->seq_reserved(),
+                               [dbp](uint64_t upto) { return dbp->reserve_seq(upto); });
+  if (options_.print) {
+    bus_->add_observer([](const EventPtr& e) {
+      std::string line = event_to_line(e->event);
+      line.push_back('\n');
+      std::fwrite(line.data(), 1, line.size(), stdout);
+      std::fflush(stdout);
+    });
+  }
+
+  auto rules = db_->load_rules();
+  if (!rules) return fail(rules.error());
+  for (const auto& [path, text] : *rules) {
+    json j = json::parse(text, nullptr, false);
+    auto rule = rule_from_json(j);
+    if (!rule) {
+      log_warning("ignoring stored rule for {}: {}", path, rule.error().message());
+      continue;
+    }
+    runtime_rules_[path] = std::move(*rule);
+  }
+
+  if (!deps.statfs) deps.statfs = std::make_shared<RealStatfsProbe>();
+  statfs_ = std::make_unique<StatfsRunner>(*loop_, deps.statfs);
+  space_ = std::make_unique<SpaceMonitor>(
+      *loop_, *statfs_, db_.get(), [this](Event e) { emit(std::move(e)); },
+      SpaceMonitor::Options{config_.statfs_timeout, config_.poll_min, config_.poll_max});
+
+  if (deps.mount_table) {
+    mount_table_ = std::move(deps.mount_table);
+  } else {
+    auto t = ProcMountTable::open("/proc/self/mountinfo");
+    if (!t) return fail(t.error());
+    mount_table_ = std::move(*t);
+  }
+  if (int fd = mount_table_->poll_fd(); fd >= 0) {
+    auto r = loop_->add_fd(fd, EPOLLPRI | EPOLLERR, [this](uint32_t) { refresh_mounts(); });
+    if (!r) return fail(r.error());
+  }
+  refresh_mounts();
+
+  UniqueFd listener;
+  if (deps.listener) {
+    listener = std::move(*deps.listener);
+  } else {
+    auto l = Server::listen_unix(config_.socket);
+    if (!l) return fail(l.error());
+    listener = std::move(*l);
+  }
+  auto server = Server::create(*loop_, *bus_, *this, std::move(listener), config_.limits);
+  if (!server) return fail(server.error());
+  server_ = std::move(*server);
+  return {};
+}
+
+void Manager::reload(Config config) {
+  if (config.socket != config_.socket)
+    log_warning("reload: socket changes take effect at restart ({} stays)", config_.socket);
+  if (config.state_dir != config_.state_dir)
+    log_warning("reload: state_dir changes take effect at restart ({} stays)", config_.state_dir);
+  config.socket = config_.socket;
+  config.state_dir = config_.state_dir;
+  config_ = std::move(config);
+  server_->set_limits(config_.limits);
+  space_->set_options({config_.statfs_timeout, config_.poll_min, config_.poll_max});
+  apply_policy();
+}
+
+void Manager::emit(Event e) {
+  auto r = bus_->publish(std::move(e));
+  if (!r) {
+    ++dropped_;
+    log_error("cannot publish event: {} ({} events dropped so far)", r.error().message(), dropped_);
+  }
+}
+
+void Manager::refresh_mounts() {
+  auto text = mount_table_->read();
+  if (!text) {
+    log_error("{}", text.error().message());
+    return;
+  }
+  auto mounts = parse_mountinfo(*text);
+  if (!mounts) {
+    log_error("{}", mounts.error().message());
+    return;
+  }
+  auto diff = inventory_.update(std::move(*mounts));
+  if (!diff.added.empty() || !diff.removed.empty() || !diff.changed.empty()) sync_space();
+}
+
+void Manager::apply_policy() {
+  // Re-evaluate the policy over the same table (the config changed, not the mounts).
+  std::vector<MountEntry> same = inventory_.mounts();
+  inventory_.update({});
+  inventory_.update(std::move(same));
+  sync_space();
+}
+
+std::vector<const Rule*> Manager::rules_for(const Filesystem& fs) const {
+  // A rule names a mount point; it applies to the filesystem mounted there (at any of its mounts).
+  std::vector<const Rule*> out;
+  auto match = [&](const Rule& r) {
+    return std::find(fs.mounts.begin(), fs.mounts.end(), r.path) != fs.mounts.end();
+  };
+  for (const auto& r : config_.rules)
+    if (match(r)) out.push_back(&r);
+  for (const auto& [path, r] : runtime_rules_)
+    if (match(r)) out.push_back(&r);
+  return out;
+}
+
+SpaceMonitor::Plan Manager::plan_for(const Filesystem& fs) const {
+  SpaceMonitor::Plan plan;
+  auto rules = rules_for(fs);
+  if (rules.empty()) {
+    plan.levels = config_.default_levels;
+    return plan;
+  }
+  // Several rules on one filesystem (one per mount point) merge; a level named twice counts once.
+  plan.thresholds = false;
+  for (const Rule* r : rules) {
+    if (!r->thresholds) continue;
+    plan.thresholds = true;
+    for (const auto& l : r->levels) {
+      bool dup = std::any_of(plan.levels.begin(), plan.levels.end(),
+                             [&](const Level& x) { return x.id() == l.id(); });
+      if (!dup) plan.levels.push_back(l);
+    }
+  }
+  return plan;
+}
+
+void Manager::sync_space() {
+  std::vector<std::pair<Filesystem, SpaceMonitor::Plan>> plans;
+  for (const Filesystem* fs : inventory_.all()) {
+    if (!fs->watched) continue;
+    plans.emplace_back(*fs, plan_for(*fs));
+  }
+  space_->sync(plans);
+}
+
+const Filesystem* Manager::resolve_path(const std::string& path) const {
+  auto n = normalise(path);
+  if (!n) return nullptr;
+  return inventory_.find_by_mount_prefix(*n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service
+
+json Manager::stream_reply_fields() const {
+  // Nothing is journaled before the journal exists: journaled_seq stays 0.
+  return {{"journal_id", bus_->journal_id()}, {"journaled_seq", 0}};
+}
+
+Reply<Service::Stream> Manager::subscribe(const Peer&, const json& p) {
+  if (!p.is_object()) return reply_error(errs::kInvalidParameter, {{"parameter", "parameters"}, {"reason", "must be an object"}});
+  auto f = proto::filter_from_json(p.contains("filter") ? p["filter"] : json(nullptr));
+  if (!f) {
+    if (f.error().name() == errs::kLimitExceeded)
+      return reply_error(errs::kLimitExceeded, {{"limit", "filter_entries"}, {"max", proto::kMaxFilterEntries}});
+    return tl::unexpected(invalid_param("filter", f.error().message()));
+  }
+  if (p.contains("after") && !p["after"].is_null())
+    return tl::unexpected(invalid_param(
+        "after", "replay from the journal is not supported by this storwatchd version yet"));
+  if (p.contains("mounts") && p["mounts"].is_boolean() && p["mounts"].get<bool>())
+    return tl::unexpected(invalid_param(
+        "mounts", "mount table streaming is not supported by this storwatchd version yet"));
+  std::set<std::string> devs;
+  for (const auto& path : f->fs) {
+    const Filesystem* fs = resolve_path(path);
+    if (!fs) return reply_error(errs::kNoSuchFilesystem, {{"path", path}});
+    devs.insert(fs->dev());
+  }
+  Stream s;
+  s.filter = [filter = std::move(*f), devs = std::move(devs)](const Event& e) {
+    // stream.lost is per subscriber and generated after filtering.
+    if (!proto::matches_type_severity_subtype(filter, e)) return false;
+    if (!devs.empty() && (!e.fs || !devs.count(e.fs->dev()))) return false;
+    return true;
+  };
+  s.first_reply = stream_reply_fields();
+  return s;
+}
+
+Reply<json> Manager::call(const Peer& peer, const std::string& method, const json& p) {
+  if (!p.is_object()) return tl::unexpected(invalid_param("parameters", "must be an object"));
+  if (method == "ListFilesystems") return list_filesystems(p);
+  if (method == "GetFilesystem") return get_filesystem(p);
+  if (method == "ListRules") return json{{"rules", rules_json()}};
+  if (method == "AddRule") return add_rule(peer, p);
+  if (method == "RemoveRule") return remove_rule(peer, p);
+  if (method == "Doctor") return doctor(peer);
+  if (method == "ListEvents" || method == "ListMounts")
+    return reply_error(errs::kMethodNotImplemented, {{"method", "io.storwatch." + method}});
+  return reply_error(errs::kMethodNotFound, {{"method", "io.storwatch." + method}});
+}
+
+json Manager::filesystem_json(const Filesystem& fs) const {
+  json j = {{"dev", fs.dev()},          {"major", fs.major},   {"minor", fs.minor},
+            {"fstype", fs.fstype},      {"source", fs.source}, {"mounts", fs.mounts},
+            {"watched", fs.watched},    {"read_only", fs.read_only || fs.emergency_ro},
+            {"error_count", 0}};
+  const SpaceMonitor::Status* st = space_->status(fs.dev());
+  std::string health = "ok";
+  if (fs.emergency_ro) health = "readonly";
+  if (st && st->stale) health = "stale";
+  j["health"] = health;
+  json rules = json::array();
+  for (const Rule* r : rules_for(fs)) rules.push_back(rule_to_json(*r));
+  j["rules"] = rules;
+  json levels = json::array();
+  if (st) {
+    if (st->usage) {
+      const Usage& u = *st->usage;
+      j["block_size"] = u.frsize;
+      j["blocks_total"] = u.blocks;
+      j["blocks_avail"] = u.bavail;
+      j["inodes_total"] = u.files;
+      j["inodes_avail"] = u.favail;
+      j["sampled"] = format_time(st->sampled);
+    }
+    for (const auto& l : st->levels) {
+      json lj = {{"id", l.id()},
+                 {"resource", resource_name(l.resource)},
+                 {"below", l.below.to_string()},
+                 {"severity", severity_name(l.severity)},
+                 {"crossed", st->crossed.count(l.id()) > 0}};
+      if (st->usage)
+        if (auto r = resolve_level(l, *st->usage)) lj["level"] = r->level;
+      levels.push_back(std::move(lj));
+    }
+  }
+  j["levels"] = levels;
+  return j;
+}
+
+Reply<json> Manager::list_filesystems(const json& p) {
+  bool all = p.contains("all") && p["all"].is_boolean() && p["all"].get<bool>();
+  json out = json::array();
+  for (const Filesystem* fs : inventory_.all())
+    if (all || fs->watched) out.push_back(filesystem_json(*fs));
+  return json{{"filesystems", out}};
+}
+
+Reply<json> Manager::get_filesystem(const json& p) {
+  const Filesystem* fs = nullptr;
+  std::string what;
+  if (auto it = p.find("path"); it != p.end() && it->is_string()) {
+    what = it->get<std::string>();
+    fs = resolve_path(what);
+  } else if (auto d = p.find("dev"); d != p.end() && d->is_string()) {
+    what = d->get<std::string>();
+    unsigned maj = 0, min = 0;
+    if (std::sscanf(what.c_str(), "%u:%u", &maj, &min) == 2) fs = inventory_.find(maj, min);
+  } else {
+    return tl::unexpected(invalid_param("path", "give \"path\" or \"dev\""));
+  }
+  if (!fs) return reply_error(errs::kNoSuchFilesystem, {{"path", what}});
+  return json{{"filesystem", filesystem_json(*fs)}};
+}
+
+json Manager::rules_json() const {
+  json out = json::array();
+  for (const auto& r : config_.rules) {
+    json j = rule_to_json(r);
+    j["origin"] = "config";
+    out.push_back(std::move(j));
+  }
+  for (const auto& [path, r] : runtime_rules_) {
+    json j = rule_to_json(r);
+    j["origin"] = "runtime";
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+Reply<json> Manager::add_rule(const Peer& peer, const json& p) {
+  if (peer.uid != 0)
+    return reply_error(errs::kPermissionDenied,
+                       {{"reason", fmt::format("changing rules needs root; you are uid {}", peer.uid)}});
+  auto invalid = [](std::string reason) { return reply_error(errs::kInvalidRule, {{"reason", std::move(reason)}}); };
+  std::optional<Rule> result;
+  std::string path;
+  bool has_rule = p.contains("rule") && !p["rule"].is_null();
+  bool has_line = p.contains("line") && !p["line"].is_null();
+  if (has_rule == has_line) return invalid("give either \"rule\" or \"line\"");
+  std::optional<Rule> current;
+  if (has_rule) {
+    auto r = rule_from_json(p["rule"]);
+    if (!r) return invalid(r.error().message());
+    result = std::move(*r);
+  } else {
+    if (!p["line"].is_string()) return invalid("\"line\" must be a string");
+    auto cmd = parse_seed_line(p["line"].get<std::string>());
+    if (!cmd) return invalid(cmd.error().message());
+    if (auto it = runtime_rules_.find(cmd->path); it != runtime_rules_.end()) current = it->second;
+    auto applied = apply_seed_command(current, *cmd);
+    if (!applied) return invalid(applied.error().message());
+    if (!*applied) {  // "!MOUNT": remove
+      json rp = {{"path", cmd->path}};
+      return remove_rule(peer, rp);
+    }
+    result = std::move(**applied);
+  }
+  auto n = normalise(result->path);
+  if (!n) return invalid(fmt::format("\"{}\" is not an absolute path", result->path));
+  result->path = *n;
+  if (auto v = validate_rule(*result); !v) return invalid(v.error().message());
+  for (const auto& r : config_.rules)
+    if (r.path == result->path)
+      return invalid(fmt::format("the rule for {} comes from the configuration file; change it there", r.path));
+  // A rule names a mount point; refuse anything else now rather than silently never matching.
+  if (!current && !runtime_rules_.count(result->path)) {
+    const Filesystem* fs = resolve_path(result->path);
+    bool is_mount = fs && std::find(fs->mounts.begin(), fs->mounts.end(), result->path) != fs->mounts.end();
+    if (!is_mount) {
+      std::string where = fs && !fs->mounts.empty() ? fmt::format(" (it is on the filesystem mounted at {})", fs->mounts.front()) : "";
+      return invalid(fmt::format("{} is not a mount point{}; a rule names the mount point of a filesystem",
+                                 result->path, where));
+    }
+    if (!fs->watched)
+      return invalid(fmt::format("{} is a {} filesystem, which storwatch does not watch", result->path, fs->fstype));
+  }
+  if (auto s = db_->save_rule(result->path, rule_to_json(*result).dump()); !s)
+    return reply_error(errs::kInvalidRule, {{"reason", "cannot save the rule: " + s.error().message()}});
+  runtime_rules_[result->path] = *result;
+  sync_space();
+  return json{{"rules", rules_json()}};
+}
+
+Reply<json> Manager::remove_rule(const Peer& peer, const json& p) {
+  if (peer.uid != 0)
+    return reply_error(errs::kPermissionDenied,
+                       {{"reason", fmt::format("changing rules needs root; you are uid {}", peer.uid)}});
+  auto it = p.find("path");
+  if (it == p.end() || !it->is_string()) return tl::unexpected(invalid_param("path", "must be a string"));
+  auto n = normalise(it->get<std::string>());
+  if (!n) return reply_error(errs::kInvalidRule, {{"reason", fmt::format("\"{}\" is not an absolute path", it->get<std::string>())}});
+  for (const auto& r : config_.rules)
+    if (r.path == *n)
+      return reply_error(errs::kInvalidRule,
+                         {{"reason", fmt::format("the rule for {} comes from the configuration file; change it there", *n)}});
+  if (!runtime_rules_.count(*n))
+    return reply_error(errs::kInvalidRule, {{"reason", fmt::format("there is no rule for {}", *n)}});
+  if (auto s = db_->delete_rule(*n); !s)
+    return reply_error(errs::kInvalidRule, {{"reason", "cannot remove the rule: " + s.error().message()}});
+  runtime_rules_.erase(*n);
+  sync_space();
+  return json{{"rules", rules_json()}};
+}
+
+Reply<json> Manager::doctor(const Peer& peer) {
+  json sources = json::array();
+  for (const auto& s : probe_sources()) {
+    json j = {{"name", s.name}, {"available", s.available}, {"types", s.types}};
+    if (!s.reason.empty()) j["reason"] = s.reason;
+    sources.push_back(std::move(j));
+  }
+  return json{{"sources", sources},
+              {"version", STORWATCH_VERSION},
+              {"journal_id", bus_->journal_id()},
+              {"journaled_seq", 0},
+              {"last_seq", bus_->last_seq()},
+              {"uid", peer.uid},
+              {"capabilities", effective_capabilities()}};
+}
+
+}  // namespace storwatch::daemon

@@ -1,0 +1,91 @@
+// Manager: owns the daemon's parts and wires them (no static registries: every source and sink is
+// listed here). It implements the io.storwatch Service for the server. step() runs one loop turn
+// so tests drive the whole daemon without sleeping.
+// Loop-thread only.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "daemon/bus/bus.h"
+#include "daemon/config/config.h"
+#include "daemon/loop/event_loop.h"
+#include "daemon/mount/inventory.h"
+#include "daemon/mount/mount_table.h"
+#include "daemon/server/server.h"
+#include "daemon/source/space_monitor.h"
+#include "daemon/source/statfs_runner.h"
+#include "daemon/state/state_db.h"
+
+namespace storwatch::daemon {
+
+class Manager final : public Service {
+ public:
+  struct Deps {
+    const Clock* clock = nullptr;                 // default: a RealClock
+    std::shared_ptr<StatfsProbe> statfs;          // default: RealStatfsProbe
+    std::unique_ptr<MountTable> mount_table;      // default: /proc/self/mountinfo
+    std::optional<UniqueFd> listener;             // default: bind config.socket
+  };
+  struct Options {
+    bool print = false;  // print each event as a line on stdout
+  };
+
+  [[nodiscard]] static Result<std::unique_ptr<Manager>> create(Config config, Options options, Deps deps);
+  ~Manager() override;
+
+  EventLoop& loop() { return *loop_; }
+  Bus& bus() { return *bus_; }
+  size_t step(std::chrono::milliseconds max_wait) { return loop_->step(max_wait); }
+  // Applies a new configuration (SIGHUP). The socket and state directory stay as they are.
+  void reload(Config config);
+  // Publishes an event from a source. Never fails the caller; a failure to reserve sequence numbers
+  // is logged and the event dropped and counted.
+  void emit(Event e);
+  // Re-reads the mount table now (normally driven by POLLPRI).
+  void refresh_mounts();
+
+  // Service
+  Reply<nlohmann::json> call(const Peer& peer, const std::string& method,
+                             const nlohmann::json& parameters) override;
+  Reply<Stream> subscribe(const Peer& peer, const nlohmann::json& parameters) override;
+  nlohmann::json stream_reply_fields() const override;
+
+ private:
+  Manager(Config config, Options options);
+  [[nodiscard]] Result<void> start(Deps deps);
+  void apply_policy();
+  void sync_space();
+  SpaceMonitor::Plan plan_for(const Filesystem& fs) const;
+  std::vector<const Rule*> rules_for(const Filesystem& fs) const;
+  const Filesystem* resolve_path(const std::string& path) const;
+  bool is_watched(const MountEntry& m) const;
+
+  nlohmann::json filesystem_json(const Filesystem& fs) const;
+  nlohmann::json rules_json() const;
+  Reply<nlohmann::json> list_filesystems(const nlohmann::json& p);
+  Reply<nlohmann::json> get_filesystem(const nlohmann::json& p);
+  Reply<nlohmann::json> add_rule(const Peer& peer, const nlohmann::json& p);
+  Reply<nlohmann::json> remove_rule(const Peer& peer, const nlohmann::json& p);
+  Reply<nlohmann::json> doctor(const Peer& peer);
+
+  Config config_;
+  Options options_;
+  std::unique_ptr<Clock> own_clock_;
+  const Clock* clock_ = nullptr;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<StateDb> db_;
+  std::unique_ptr<Bus> bus_;
+  std::unique_ptr<MountTable> mount_table_;
+  Inventory inventory_;
+  std::unique_ptr<StatfsRunner> statfs_;
+  std::unique_ptr<SpaceMonitor> space_;
+  std::unique_ptr<Server> server_;
+  std::map<std::string, Rule> runtime_rules_;  // set with AddRule, persisted in the state db
+  uint64_t dropped_ = 0;                        // events lost because seq numbers could not be reserved
+};
+
+}  // namespace storwatch::daemon

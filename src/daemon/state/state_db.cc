@@ -1,0 +1,175 @@
+#include "daemon/state/state_db.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <fmt/format.h>
+
+namespace storwatch::daemon {
+
+namespace {
+
+Error sql_error(sqlite3* db, std::string_view what) {
+  int code = sqlite3_extended_errcode(db);
+  // Map the conditions an operator can act on to errno values, so messages read naturally.
+  int err = EIO;
+  if ((code & 0xff) == SQLITE_FULL) err = ENOSPC;
+  if ((code & 0xff) == SQLITE_READONLY) err = EROFS;
+  if ((code & 0xff) == SQLITE_CANTOPEN) err = EACCES;
+  if ((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED) err = EBUSY;
+  return Error::from_errno(err, fmt::format("{}: {}", what, sqlite3_errmsg(db)));
+}
+
+// A prepared statement that finalizes itself.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  ~Stmt() { sqlite3_finalize(s_); }
+  sqlite3_stmt* get() { return s_; }
+  explicit operator bool() const { return s_ != nullptr; }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+};
+
+std::string random_id() {
+  unsigned char b[16];
+  if (::getrandom(b, sizeof b, 0) != sizeof b) {
+    // getrandom cannot fail for 16 bytes once the pool is initialised; be safe anyway.
+    for (auto& c : b) c = static_cast<unsigned char>(rand());
+  }
+  std::string s;
+  for (unsigned char c : b) s += fmt::format("{:02x}", c);
+  return s;
+}
+
+}  // namespace
+
+StateDb::~StateDb() {
+  if (db_) sqlite3_close(db_);
+}
+
+Result<void> StateDb::exec(const char* sql) {
+  char* msg = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+    auto e = sql_error(db_, "state database");
+    sqlite3_free(msg);
+    return fail(e);
+  }
+  return {};
+}
+
+Result<std::unique_ptr<StateDb>> StateDb::open(const std::string& state_dir) {
+  if (::mkdir(state_dir.c_str(), 0750) < 0 && errno != EEXIST)
+    return fail_errno(errno, fmt::format("creating state directory {}", state_dir));
+  std::unique_ptr<StateDb> s(new StateDb());
+  s->path_ = state_dir + "/storwatch.db";
+  int rc = sqlite3_open_v2(s->path_.c_str(), &s->db_,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) return fail(sql_error(s->db_, fmt::format("opening {}", s->path_)));
+  sqlite3_busy_timeout(s->db_, 2000);
+  auto r = s->init_schema();
+  if (!r) return fail(r.error());
+  return s;
+}
+
+Result<void> StateDb::init_schema() {
+  if (auto r = exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"); !r) return r;
+  if (auto r = exec("BEGIN IMMEDIATE;"
+                    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                    "CREATE TABLE IF NOT EXISTS rules (path TEXT PRIMARY KEY, rule TEXT NOT NULL);"
+                    "CREATE TABLE IF NOT EXISTS crossed (fs TEXT NOT NULL, level TEXT NOT NULL,"
+                    "  PRIMARY KEY (fs, level));"
+                    "COMMIT;");
+      !r) {
+    (void)exec("ROLLBACK;");
+    return r;
+  }
+  auto get = [&](const char* key) -> std::string {
+    Stmt st(db_, "SELECT value FROM meta WHERE key = ?1");
+    sqlite3_bind_text(st.get(), 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st.get()) == SQLITE_ROW)
+      return reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0));
+    return {};
+  };
+  std::string version = get("schema_version");
+  if (!version.empty() && std::stoi(version) > kSchemaVersion)
+    return fail_invalid(fmt::format("{} has schema version {}, newer than this storwatchd ({})", path_,
+                                    version, kSchemaVersion));
+  journal_id_ = get("journal_id");
+  if (journal_id_.empty()) {
+    journal_id_ = random_id();
+    Stmt st(db_,
+            "INSERT INTO meta (key, value) VALUES ('journal_id', ?1), ('schema_version', ?2),"
+            " ('seq_reserved', '0')");
+    std::string v = std::to_string(kSchemaVersion);
+    sqlite3_bind_text(st.get(), 1, journal_id_.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st.get(), 2, v.c_str(), -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "initialising state"));
+  }
+  std::string reserved = get("seq_reserved");
+  seq_reserved_ = reserved.empty() ? 0 : std::stoull(reserved);
+  return {};
+}
+
+Result<void> StateDb::reserve_seq(uint64_t upto) {
+  Stmt st(db_, "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_reserved', ?1)");
+  std::string v = std::to_string(upto);
+  sqlite3_bind_text(st.get(), 1, v.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "reserving sequence numbers"));
+  seq_reserved_ = upto;
+  return {};
+}
+
+Result<std::map<std::string, std::string>> StateDb::load_rules() {
+  std::map<std::string, std::string> out;
+  Stmt st(db_, "SELECT path, rule FROM rules");
+  if (!st) return fail(sql_error(db_, "loading rules"));
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW)
+    out[reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0))] =
+        reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 1));
+  if (rc != SQLITE_DONE) return fail(sql_error(db_, "loading rules"));
+  return out;
+}
+
+Result<void> StateDb::save_rule(const std::string& path, const std::string& json) {
+  Stmt st(db_, "INSERT OR REPLACE INTO rules (path, rule) VALUES (?1, ?2)");
+  sqlite3_bind_text(st.get(), 1, path.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st.get(), 2, json.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "saving rule"));
+  return {};
+}
+
+Result<void> StateDb::delete_rule(const std::string& path) {
+  Stmt st(db_, "DELETE FROM rules WHERE path = ?1");
+  sqlite3_bind_text(st.get(), 1, path.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "removing rule"));
+  return {};
+}
+
+Result<std::set<std::pair<std::string, std::string>>> StateDb::load_crossed() {
+  std::set<std::pair<std::string, std::string>> out;
+  Stmt st(db_, "SELECT fs, level FROM crossed");
+  if (!st) return fail(sql_error(db_, "loading crossed levels"));
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW)
+    out.emplace(reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0)),
+                reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 1)));
+  if (rc != SQLITE_DONE) return fail(sql_error(db_, "loading crossed levels"));
+  return out;
+}
+
+Result<void> StateDb::set_crossed(const std::string& fs_key, const std::string& level_id, bool crossed) {
+  Stmt st(db_, crossed ? "INSERT OR IGNORE INTO crossed (fs, level) VALUES (?1, ?2)"
+                       : "DELETE FROM crossed WHERE fs = ?1 AND level = ?2");
+  sqlite3_bind_text(st.get(), 1, fs_key.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st.get(), 2, level_id.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "saving crossed level"));
+  return {};
+}
+
+}  // namespace storwatch::daemon

@@ -1,0 +1,57 @@
+// StateDb: the daemon's durable state in SQLite (WAL) under the state directory: the journal id,
+// the sequence-number reservation, rules set at runtime and the levels currently crossed. The
+// journal (a later change) adds its tables to the same database. Loop-thread only; every write is
+// a small transaction with synchronous=FULL, so it is durable when the call returns.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "base/result.h"
+
+struct sqlite3;
+
+namespace storwatch::daemon {
+
+class StateDb {
+ public:
+  static constexpr int kSchemaVersion = 1;
+
+  // Creates the directory (0750) and the database when missing.
+  [[nodiscard]] static Result<std::unique_ptr<StateDb>> open(const std::string& state_dir);
+  ~StateDb();
+
+  const std::string& journal_id() const { return journal_id_; }
+  const std::string& path() const { return path_; }
+
+  // The highest sequence number reserved so far (0 for a new database).
+  uint64_t seq_reserved() const { return seq_reserved_; }
+  // Durably records that numbers up to `upto` may be in use.
+  [[nodiscard]] Result<void> reserve_seq(uint64_t upto);
+
+  // Rules set at runtime: path -> rule JSON text.
+  [[nodiscard]] Result<std::map<std::string, std::string>> load_rules();
+  [[nodiscard]] Result<void> save_rule(const std::string& path, const std::string& json);
+  [[nodiscard]] Result<void> delete_rule(const std::string& path);
+
+  // Levels crossed: (filesystem key, level id). The key is the filesystem's first mount point.
+  [[nodiscard]] Result<std::set<std::pair<std::string, std::string>>> load_crossed();
+  [[nodiscard]] Result<void> set_crossed(const std::string& fs_key, const std::string& level_id,
+                                         bool crossed);
+
+ private:
+  StateDb() = default;
+  [[nodiscard]] Result<void> exec(const char* sql);
+  [[nodiscard]] Result<void> init_schema();
+
+  sqlite3* db_ = nullptr;
+  std::string path_;
+  std::string journal_id_;
+  uint64_t seq_reserved_ = 0;
+};
+
+}  // namespace storwatch::daemon
