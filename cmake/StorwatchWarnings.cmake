@@ -9,3 +9,10 @@ if(STORWATCH_SANITIZE)
     -fno-sanitize-recover=undefined)
   target_link_options(storwatch_warnings INTERFACE -fsanitize=address,undefined)
 endif()
+
+# Fuzzing builds instrument every library for coverage; the fuzz targets add the libFuzzer main.
+if(STORWATCH_FUZZ)
+  target_compile_options(storwatch_warnings INTERFACE -fsanitize=fuzzer-no-link,address,undefined
+    -fno-omit-frame-pointer)
+  target_link_options(storwatch_warnings INTERFACE -fsanitize=address,undefined)
+endif()

@@ -397,6 +397,8 @@ Reply<json> Manager::add_rule(const Peer& peer, const json& p) {
     if (!p["line"].is_string()) return invalid("\"line\" must be a string");
     auto cmd = parse_seed_line(p["line"].get<std::string>());
     if (!cmd) return invalid(cmd.error().message());
+    // "/data/" names the rule of "/data": normalise before looking up the rule it updates.
+    if (auto n = normalise(cmd->path)) cmd->path = *n;
     if (auto it = runtime_rules_.find(cmd->path); it != runtime_rules_.end()) current = it->second;
     auto applied = apply_seed_command(current, *cmd);
     if (!applied) return invalid(applied.error().message());

@@ -1018,3 +1018,636 @@ def main(argv=None, verbosity=2):
 # ---------------------------------------------------------------------------
 # 9. Daemon helpers (storwatch itself) go below this line.
 # ---------------------------------------------------------------------------
+
+import json  # noqa: E402  (section 9 only)
+import queue  # noqa: E402
+import re  # noqa: E402
+
+__all__ += [
+    # 9
+    "find_storwatch", "require_storwatch", "test_config", "toml_str", "Daemon", "Monitor",
+    "event_matcher", "parse_time", "set_free_bytes", "DaemonTestCase",
+]
+
+
+def _find_build_binary(env, names):
+    """$env, else the first executable build*/<name> of this source tree."""
+    p = os.environ.get(env)
+    if p:
+        return os.path.abspath(p) if os.path.isfile(p) and os.access(p, os.X_OK) else None
+    for name in names:
+        for c in sorted(glob.glob(os.path.join(REPO_ROOT, "build*", name))):
+            if os.path.isfile(c) and os.access(c, os.X_OK):
+                return os.path.abspath(c)
+    return None
+
+
+def find_storwatch():
+    """(storwatchd, storwatch): from $STORWATCHD and $STORWATCH (set by CTest), else a
+    build directory of this source tree; None for what is not found."""
+    return (_find_build_binary("STORWATCHD", ["src/daemon/storwatchd"]),
+            _find_build_binary("STORWATCH", ["src/cli/storwatch"]))
+
+
+def require_storwatch():
+    """Skip unless storwatchd and the storwatch CLI can be found; returns both paths."""
+    daemon, cli = find_storwatch()
+    if daemon is None:
+        skip("storwatchd not found (build it, or set STORWATCHD)")
+    if cli is None:
+        skip("storwatch CLI not found (build it, or set STORWATCH)")
+    return daemon, cli
+
+
+def toml_str(s):
+    """A TOML basic string for `s` (JSON's escapes are valid TOML)."""
+    return json.dumps(str(s))
+
+
+def _toml_levels(levels):
+    out = []
+    for lv in levels:
+        if isinstance(lv, str):  # "blocks<10%:warning" shorthand
+            m = re.fullmatch(r"(blocks|inodes)<([^:]+)(?::(\w+))?", lv)
+            if not m:
+                raise ValueError(f"bad level shorthand {lv!r}: expected e.g. 'blocks<10%:warning'")
+            lv = {"resource": m.group(1), "below": m.group(2)}
+            if m.group(3):
+                lv["severity"] = m.group(3)
+        out.append("{ " + ", ".join(f"{k} = {toml_str(v)}" for k, v in lv.items()) + " }")
+    return "[" + ", ".join(out) + "]"
+
+
+def test_config(levels=(), rules=None, poll_min="20ms", poll_max="200ms", statfs_timeout="1s",
+                watch_fstypes=(), skip_fstypes=(), skip_paths=(), extra=""):
+    """TOML text of a test configuration: fast polling, no default levels (so the host's own
+    filesystems are not polled and produce no events), and rules only where a test asks.
+
+    levels: the [thresholds] default levels; rules: {mount point: [levels]}.  A level is a
+    dict (resource, below, severity, hysteresis) or the shorthand "blocks<10%:warning"."""
+    lines = ["[watch]",
+             f"watch_fstypes = [{', '.join(toml_str(t) for t in watch_fstypes)}]",
+             f"skip_fstypes = [{', '.join(toml_str(t) for t in skip_fstypes)}]",
+             f"skip_paths = [{', '.join(toml_str(p) for p in skip_paths)}]",
+             "",
+             "[thresholds]",
+             f"statfs_timeout = {toml_str(statfs_timeout)}",
+             f"poll_min = {toml_str(poll_min)}",
+             f"poll_max = {toml_str(poll_max)}",
+             f"levels = {_toml_levels(levels)}",
+             ""]
+    for path, lv in (rules or {}).items():
+        lines += ["[[rule]]", f"path = {toml_str(path)}", f"levels = {_toml_levels(lv)}", ""]
+    return "\n".join(lines) + ("\n" + extra if extra else "")
+
+
+test_config.__test__ = False  # not a test, whatever its name says
+
+
+def parse_time(text):
+    """Seconds since the epoch of an RFC 3339 UTC time as the daemon writes it
+    ("2026-11-21T23:00:00.123456Z")."""
+    import datetime
+    t = text.rstrip("Z")
+    dt = datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%f" if "." in t else "%Y-%m-%dT%H:%M:%S")
+    return dt.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def event_matcher(type=None, mount=None, **detail):
+    """A predicate on event dicts: type (exact, or a glob with '*'), a mount point listed in
+    fs.mounts, and detail fields equal to the given values.  Its __name__ describes it, for
+    the messages of wait_event and assert_no_event."""
+    import fnmatch
+
+    def pred(e):
+        if type is not None and not fnmatch.fnmatchcase(e.get("type", ""), type):
+            return False
+        if mount is not None and mount not in ((e.get("fs") or {}).get("mounts") or []):
+            return False
+        d = e.get("detail") or {}
+        return all(k in d and d[k] == v for k, v in detail.items())
+    parts = ([type] if type else []) + ([f"on {mount}"] if mount else []) + \
+        [f"{k}={v}" for k, v in detail.items()]
+    pred.__name__ = " ".join(parts) or "any event"
+    return pred
+
+
+def _describe(pred, what):
+    return what or getattr(pred, "__name__", "matching event")
+
+
+def _short_event(e):
+    d = e.get("detail") or {}
+    keys = ("resource", "level", "direction", "kind", "avail")
+    det = " ".join(f"{k}={d[k]}" for k in keys if k in d)
+    mounts = (e.get("fs") or {}).get("mounts") or []
+    return f"#{e.get('seq')} {e.get('type')} {mounts[0] if mounts else ''} {det}".rstrip()
+
+
+def set_free_bytes(path, mnt, target, tolerance=None, max_rounds=20):
+    """Grow or shrink file `path` (on the filesystem mounted at `mnt`) until the free
+    space (f_bavail) of that filesystem is `target` bytes, within `tolerance` (default
+    16 blocks, for metadata the filesystem allocates along the way).  Writes are
+    fsync'ed.  Returns the free bytes reached."""
+    st = os.statvfs(mnt)
+    tolerance = tolerance if tolerance is not None else 16 * st.f_frsize
+    if not os.path.exists(path):
+        open(path, "wb").close()
+    for _ in range(max_rounds):
+        free = free_bytes(mnt)
+        if abs(free - target) <= tolerance:
+            return free
+        size = os.stat(path).st_size
+        if free > target:
+            fill_file(path, free - target, append=True)
+        else:
+            with open(path, "r+b") as f:
+                f.truncate(max(0, size - (target - free)))
+                os.fsync(f.fileno())
+        if free_bytes(mnt) == free and size == os.stat(path).st_size:
+            break  # no progress (full, or nothing left to free)
+    free = free_bytes(mnt)
+    if abs(free - target) > tolerance:
+        raise AssertionError(f"could not bring free space on {mnt} to {target} bytes "
+                             f"(within {tolerance}): it is {free}")
+    return free
+
+
+class Daemon:
+    """A storwatchd on a temporary socket and state directory, with a test configuration.
+
+        with swtest.Daemon(swtest.test_config(rules={mnt: ["blocks<10%"]})) as d:
+            d.cli("status", "--json"); d.status_json(); d.monitor()
+
+    Layout of its temp dir: config.toml, s (the socket), state/, stdout.log (the --print
+    lines), stderr.log.  start() returns once `storwatch doctor` answers on the socket;
+    stop() sends SIGTERM and asserts the daemon exits (status 0) within `stop_timeout`
+    seconds, SIGKILLing it if not; restart() = stop() + start() on the same state dir.
+    The logs are printed when the daemon misbehaves (does not start, does not stop in time,
+    exits non-zero) and, through DaemonTestCase, when the test fails."""
+
+    def __init__(self, config=None, binary=None, cli=None, start_timeout=15.0, stop_timeout=5.0,
+                 print_events=True, extra_args=(), tmpdir=None, die_with_parent=True):
+        self.config = test_config() if config is None else config
+        self.binary = binary
+        self.cli_binary = cli
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.print_events = print_events
+        self.extra_args = list(extra_args)
+        self.tmpdir = tmpdir
+        self.die_with_parent = die_with_parent
+        self.dir = self.socket = self.state_dir = self.config_path = None
+        self.proc = None
+        self.started_at = None  # time.time() just before the last start
+        self.starts = 0
+        self._cl = None
+        self._other_cli = None
+        self._logs_shown = False
+
+    # -- lifecycle -------------------------------------------------------
+    def __enter__(self):
+        found_daemon, found_cli = find_storwatch()
+        self.binary = self.binary or found_daemon
+        self.cli_binary = self.cli_binary or found_cli
+        if not self.binary or not self.cli_binary:
+            require_storwatch()
+        self._cl = Cleanup()
+        try:
+            self.dir = tempdir(prefix="swtest-daemon-", cleanup=self._cl, parent=self.tmpdir)
+            os.chmod(self.dir, 0o755)  # other uids reach the socket (rule permission tests)
+            self.socket = os.path.join(self.dir, "s")
+            self.state_dir = os.path.join(self.dir, "state")
+            self.config_path = os.path.join(self.dir, "config.toml")
+            self.write_config(self.config)
+            self._cl.push(self._final_stop)
+            self.start()
+        except BaseException:
+            self.show_logs("storwatchd failed to start")
+            self._cl.close(_propagating=True)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._cl.close(_propagating=exc_type is not None)
+        return False
+
+    def write_config(self, text):
+        self.config = text
+        with open(self.config_path, "w") as f:
+            f.write(text)
+
+    @property
+    def stdout_path(self):
+        return os.path.join(self.dir, "stdout.log")
+
+    @property
+    def stderr_path(self):
+        return os.path.join(self.dir, "stderr.log")
+
+    @property
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def start(self):
+        if self.alive:
+            raise RuntimeError("storwatchd is already running")
+        cmd = [self.binary, "--config", self.config_path, "--socket", self.socket,
+               "--state-dir", self.state_dir] + (["--print"] if self.print_events else []) + \
+            self.extra_args
+        self.starts += 1
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            marker = f"==== start #{self.starts}: {' '.join(cmd)}\n".encode()
+            out.write(marker)
+            err.write(marker)
+            out.flush()
+            err.flush()
+            self.started_at = time.time()
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                preexec_fn=_die_with_parent if self.die_with_parent else None)
+
+        def answering():
+            if self.proc.poll() is not None:
+                return True
+            if not os.path.exists(self.socket):
+                return False
+            return self.cli("doctor", timeout=5)[0] == 0
+        try:
+            wait_for(answering, self.start_timeout, f"storwatchd to answer on {self.socket}",
+                     interval=0.01)
+        except AssertionError:
+            self.show_logs("storwatchd did not answer in time")
+            raise
+        if self.proc.poll() is not None:
+            self.show_logs("storwatchd exited during start")
+            raise AssertionError(f"storwatchd exited with status {self.proc.returncode} at start")
+        return self
+
+    def stop(self, timeout=None, sig=signal.SIGTERM):
+        """Send `sig` (SIGTERM) and wait; asserts exit status 0 within `timeout` (default
+        stop_timeout) seconds.  A daemon that does not exit in time is SIGKILLed, then the
+        assertion fails.  Returns the seconds it took."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        timeout = self.stop_timeout if timeout is None else timeout
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.show_logs(f"storwatchd did not exit within {timeout} s of signal {int(sig)}")
+            raise AssertionError(f"storwatchd did not exit within {timeout} s of signal "
+                                 f"{int(sig)} (killed)")
+        took = time.monotonic() - t0
+        if rc != 0:
+            self.show_logs(f"storwatchd exited with status {rc}")
+            raise AssertionError(f"storwatchd exited with status {rc} after signal {int(sig)}")
+        return took
+
+    def kill(self):
+        """SIGKILL, no questions asked."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self, config=None):
+        """stop() then start() on the same socket and state directory (and `config`, if given)."""
+        self.stop()
+        if config is not None:
+            self.write_config(config)
+        return self.start()
+
+    def _final_stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.stop()
+        finally:
+            self.kill()
+
+    # -- logs ------------------------------------------------------------
+    def _read(self, path):
+        try:
+            with open(path, errors="replace") as f:
+                return f.read()
+        except (OSError, TypeError):
+            return ""
+
+    def stdout(self):
+        return self._read(self.stdout_path)
+
+    def stderr(self):
+        return self._read(self.stderr_path)
+
+    def show_logs(self, why=""):
+        if self._logs_shown or self.dir is None:
+            return
+        self._logs_shown = True
+        print(f"swtest: storwatchd logs{' (' + why + ')' if why else ''}:\n"
+              f"--- stderr:\n{self.stderr().rstrip()}\n--- stdout (--print):\n"
+              f"{self.stdout().rstrip()}\n---", file=sys.stderr, flush=True)
+
+    _LINE = re.compile(r"^(?P<time>\S+) #(?P<seq>\d+) (?P<severity>\S+)\s+(?P<type>\S+)"
+                       r"(?: (?P<where>\S+) \((?P<dev>\d+:\d+) (?P<fstype>\S+)\))?(?P<rest>.*)$")
+
+    def printed_events(self, start=None):
+        """Events of the --print lines (of the start number `start`, default every start),
+        as dicts: seq, severity, type, mount (the first mount point), dev, fstype, detail
+        (a dict of strings)."""
+        out, n = [], 0
+        for line in self.stdout().splitlines():
+            if line.startswith("==== start #"):
+                n = int(line.split("#")[1].split(":")[0])
+                continue
+            if start is not None and n != start:
+                continue
+            m = self._LINE.match(line)
+            if not m:
+                continue
+            detail = {}
+            for tok in m.group("rest").split():
+                k, sep, v = tok.partition("=")
+                if sep:
+                    detail[k] = v
+            out.append({"seq": int(m.group("seq")), "severity": m.group("severity"),
+                        "type": m.group("type"), "mount": m.group("where"), "dev": m.group("dev"),
+                        "fstype": m.group("fstype"), "detail": detail, "start": n})
+        return out
+
+    # -- CLI ---------------------------------------------------------------
+    def _cli_for(self, user):
+        if user is None:
+            return self.cli_binary
+        if self._other_cli is None:
+            # The build tree may not be reachable for other uids; the CLI links libstorwatch
+            # statically, so a copy next to the socket works.
+            self._other_cli = os.path.join(self.dir, "storwatch")
+            shutil.copy(self.cli_binary, self._other_cli)
+            os.chmod(self._other_cli, 0o755)
+        return self._other_cli
+
+    def command(self, *args, user=None):
+        """The storwatch command line for `args` with --socket inserted after the
+        subcommand ("rules add" has two words)."""
+        args = [str(a) for a in args]
+        n = 2 if args[:1] == ["rules"] and len(args) > 1 and not args[1].startswith("-") else 1
+        return [self._cli_for(user)] + args[:n] + ["--socket", self.socket] + args[n:]
+
+    def cli(self, *args, user=None, timeout=30, input=None):
+        """Run `storwatch ARGS --socket S`, optionally as uid `user` (gid = uid, no
+        supplementary groups); returns (rc, stdout, stderr)."""
+        preexec = None
+        if user is not None:
+            uid = int(user)
+
+            def preexec():
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+        p = subprocess.run(self.command(*args, user=user), capture_output=True, text=True,
+                           timeout=timeout, preexec_fn=preexec, input=input,
+                           stdin=None if input is not None else subprocess.DEVNULL,
+                           env=dict(os.environ, STORWATCH_SOCKET=""), cwd="/")
+        return p.returncode, p.stdout, p.stderr
+
+    def cli_ok(self, *args, **kwargs):
+        """cli(), asserting exit status 0; returns stdout."""
+        rc, out, err = self.cli(*args, **kwargs)
+        if rc != 0:
+            raise AssertionError(f"storwatch {' '.join(map(str, args))} exited with {rc}: "
+                                 f"{err.strip()}")
+        return out
+
+    def cli_json(self, *args, **kwargs):
+        return json.loads(self.cli_ok(*args, "--json", **kwargs))
+
+    def status_json(self, all=False):
+        """The filesystems of `storwatch status --json [--all]` (a list)."""
+        return self.cli_json("status", *(["--all"] if all else []))["filesystems"]
+
+    def fs_status(self, mount, all=False):
+        """The status entry listing mount point `mount`, or None."""
+        mount = _canon(mount)
+        for fs in self.status_json(all=all):
+            if mount in fs.get("mounts", []):
+                return fs
+        return None
+
+    def wait_sample(self, mount, after, timeout=10.0, what=None):
+        """Polls status until the filesystem mounted at `mount` has a statfs sample taken
+        after `after` (time.time() seconds); returns its status entry.  Every event of that
+        sample was published before the sample shows in the status."""
+        def fresh():
+            fs = self.fs_status(mount)
+            if fs and fs.get("sampled") and parse_time(fs["sampled"]) > after:
+                return fs
+            return None
+        return wait_for(fresh, timeout, what or f"a statfs sample of {mount} newer than {after}")
+
+    def last_seq(self):
+        """The sequence number of the newest event (Doctor's last_seq)."""
+        return int(self.cli_json("doctor")["last_seq"])
+
+    def monitor(self, *args, cleanup=None, **kwargs):
+        """Start `storwatch monitor --json ARGS` (see Monitor); stopped with the daemon or
+        by `cleanup`."""
+        m = Monitor(self, args, **kwargs)
+        (cleanup or self._cl).enter(m)
+        return m
+
+
+class Monitor:
+    """`storwatch --socket S monitor --json ARGS` in the background; a thread parses each
+    line into the list of events seen.
+
+    __enter__ returns once the subscription is confirmed: the CLI subscribes (and gets the
+    daemon's first reply) before it creates the signalfd of its print loop, so a signalfd
+    among its descriptors is the positive sign.  Events published after that reach it.
+
+    wait_event(pred) returns the first matching event (failing with every event seen);
+    assert_no_event(pred) first synchronises: it asks the daemon for its newest sequence
+    number and waits until this monitor has seen it (only for a monitor without filters,
+    which sees every event), so it never relies on a blind sleep.  Call it after another
+    positive sign that the action it is about was observed, e.g. Daemon.wait_sample()."""
+
+    def __init__(self, daemon, args=(), start_timeout=10.0):
+        self.daemon = daemon
+        self.args = [str(a) for a in args]
+        self.start_timeout = start_timeout
+        self.proc = None
+        self.base_seq = 0  # events up to this one may predate the subscription
+        self._events = []
+        self._bad = []
+        self._cond = threading.Condition()
+        self._thread = None
+        self._err_path = None
+
+    def __enter__(self):
+        cmd = self.daemon.command("monitor", "--json", *self.args)
+        fd, self._err_path = tempfile.mkstemp(prefix="monitor-", suffix=".err", dir=self.daemon.dir)
+        os.close(fd)
+        with open(self._err_path, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=err, preexec_fn=_die_with_parent, cwd="/")
+        self._thread = threading.Thread(target=self._reader, daemon=True)
+        self._thread.start()
+        try:
+            wait_for(lambda: self.proc.poll() is not None or self._subscribed(),
+                     self.start_timeout, "storwatch monitor to subscribe")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"storwatch monitor exited with {self.proc.returncode}: "
+                                     f"{self.stderr().strip()}")
+            self.base_seq = self.daemon.last_seq()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._stop()
+        return False
+
+    def _subscribed(self):
+        try:
+            fds = os.listdir(f"/proc/{self.proc.pid}/fd")
+        except OSError:
+            return False
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{self.proc.pid}/fd/{fd}") == "anon_inode:[signalfd]":
+                    return True
+            except OSError:
+                pass
+        return False
+
+    def _reader(self):
+        for line in self.proc.stdout:
+            line = line.decode(errors="replace").strip()
+            if not line:
+                continue
+            with self._cond:
+                try:
+                    self._events.append(json.loads(line))
+                except ValueError:
+                    self._bad.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _stop(self):
+        if self.proc is None:
+            return
+        rc = terminate_process(self.proc, 5.0, 5.0)
+        if self._thread:
+            self._thread.join(5)
+        self.proc.stdout.close()
+        if rc not in (0, -signal.SIGKILL) and self.daemon.alive:
+            print(f"swtest: storwatch monitor exited with {rc}: {self.stderr().strip()}",
+                  file=sys.stderr, flush=True)
+
+    def stderr(self):
+        try:
+            with open(self._err_path, errors="replace") as f:
+                return f.read()
+        except (OSError, TypeError):
+            return ""
+
+    @property
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def events(self, pred=None):
+        """Events seen so far (dicts), oldest first, optionally only matching `pred`."""
+        with self._cond:
+            evs = list(self._events)
+        if self._bad:
+            raise AssertionError(f"storwatch monitor printed lines that are not JSON: {self._bad[:3]}")
+        return [e for e in evs if pred is None or pred(e)]
+
+    def _report(self, text):
+        evs = self.events()
+        seen = "\n  ".join(_short_event(e) for e in evs) or "(none)"
+        status = "" if self.alive else f"\nmonitor exited: {self.proc.returncode} {self.stderr().strip()}"
+        return f"{text}; events seen ({len(evs)}):\n  {seen}{status}"
+
+    def wait_event(self, pred, timeout=10.0, what=None, after_seq=0):
+        """The first event (with seq > after_seq) matching pred, waiting up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for e in self._events:
+                    if e.get("seq", 0) > after_seq and pred(e):
+                        return e
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (not self.alive and not self._thread.is_alive()):
+                    break
+                self._cond.wait(min(remaining, 0.5))
+        raise AssertionError(self._report(
+            f"timed out after {timeout} s waiting for: {_describe(pred, what)}"))
+
+    def sync(self, timeout=10.0):
+        """Waits until this (unfiltered) monitor has seen every event the daemon published so
+        far; returns that sequence number."""
+        if self.args:
+            raise RuntimeError("Monitor.sync needs a monitor without filters")
+        target = self.daemon.last_seq()
+        if target <= self.base_seq:
+            return target
+
+        def caught_up():
+            return any(e.get("seq", 0) >= target for e in self.events())
+        try:
+            wait_for(caught_up, timeout, f"the monitor to see event #{target}")
+        except AssertionError as e:
+            raise AssertionError(self._report(str(e))) from None
+        return target
+
+    def assert_no_event(self, pred, after_seq=0, what=None):
+        """Asserts that no event with seq > after_seq matches pred, after sync()ing with the
+        daemon; returns the sequence number synchronised to."""
+        upto = self.sync()
+        bad = [e for e in self.events(pred) if e.get("seq", 0) > after_seq]
+        if bad:
+            raise AssertionError(self._report(
+                f"unexpected event(s) {_describe(pred, what)}: "
+                + ", ".join(_short_event(e) for e in bad)))
+        return upto
+
+
+class DaemonTestCase(TestCase):
+    """TestCase that prints the logs of every Daemon it made with self.daemon() when the test
+    fails (before they are stopped)."""
+
+    def setUp(self):
+        super().setUp()
+        self._daemons = []
+        # unittest keeps no "this test failed" flag that cleanups can read; its result object
+        # counts failures (subtests included), so compare the counts.
+        self._result = getattr(getattr(self, "_outcome", None), "result", None)
+        self._bad_before = self._bad_count()
+        self.addCleanup(self._show_logs_on_failure)  # runs before self.cleanup closes
+
+    def _bad_count(self):
+        r = self._result
+        if r is None:
+            return None
+        return len(r.failures) + len(r.errors) + len(getattr(r, "unexpectedSuccesses", ()))
+
+    def daemon(self, config=None, **kwargs):
+        """A Daemon(config, **kwargs) registered on self.cleanup."""
+        d = self.cleanup.enter(Daemon(config, **kwargs))
+        self._daemons.append(d)
+        return d
+
+    def _show_logs_on_failure(self):
+        before = self._bad_before
+        if before is None or self._bad_count() != before:
+            for d in self._daemons:
+                d.show_logs("test failed")

@@ -17,7 +17,11 @@ Subscriber::Subscriber(size_t capacity, Filter filter, std::function<void()> not
 void Subscriber::offer(const EventPtr& e) {
   if (filter_ && !filter_(e->event)) return;
   bool was_empty = empty();
-  if (queue_.size() >= capacity_) {
+  // After a gap the stream.lost marker goes in first and takes a slot of its own, so the queue
+  // never holds more than capacity_ entries. (With no room for both, the gap grows; pop() hands
+  // out the marker once the queue has drained.)
+  size_t needed = lost_ > 0 ? 2 : 1;
+  if (queue_.size() + needed > capacity_) {
     if (lost_ == 0) lost_first_ = e->event.seq;
     lost_last_ = e->event.seq;
     ++lost_;

@@ -63,7 +63,9 @@ queue_events = 4096            # events queued per subscriber before it gets str
 Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
   double v = 0;
   auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || v < 0)
+  // !(v >= 0) also refuses NaN; "inf" and huge values are refused below, before the conversion
+  // to an integer (undefined behaviour out of range).
+  if (ec != std::errc() || !(v >= 0))
     return fail_invalid(fmt::format("invalid duration \"{}\": expected e.g. 5s, 100ms, 2m", text));
   std::string_view unit(p, text.data() + text.size() - p);
   double ms;
@@ -77,6 +79,8 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
     ms = v * 3600000;
   else
     return fail_invalid(fmt::format("invalid duration \"{}\": unknown unit \"{}\"", text, unit));
+  if (!(ms <= 1e15))  // about 30000 years
+    return fail_invalid(fmt::format("invalid duration \"{}\": too long", text));
   return std::chrono::milliseconds(static_cast<int64_t>(ms));
 }
 
@@ -103,7 +107,7 @@ nlohmann::json to_json(const toml::node& n) {
 
 class Reader {
  public:
-  Reader(const toml::table& root, std::string_view origin) : root_(root), origin_(origin) {}
+  explicit Reader(std::string_view origin) : origin_(origin) {}
 
   Error err(std::string_view where, std::string_view what) const {
     return Error::invalid(fmt::format("{}: {}: {}", origin_, where, what));
@@ -158,16 +162,15 @@ class Reader {
 
   Result<std::chrono::milliseconds> duration(const toml::table& t, std::string_view table,
                                              std::string_view key, std::chrono::milliseconds fallback) const {
+    if (!t.get(key)) return fallback;
     auto s = string(t, table, key, "");
     if (!s) return fail(s.error());
-    if (s->empty()) return fallback;
-    auto d = parse_duration(*s);
+    auto d = parse_duration(*s);  // an empty string is an error, not the default
     if (!d) return fail(err(fmt::format("{}.{}", table, key), d.error().message()));
     return *d;
   }
 
  private:
-  const toml::table& root_;
   std::string_view origin_;
 };
 
@@ -179,7 +182,7 @@ class Reader {
   } while (0)
 
 Result<void> apply(Config& c, const toml::table& root, std::string_view origin) {
-  Reader rd(root, origin);
+  Reader rd(origin);
   if (auto r = rd.known(root, "top level", {"daemon", "watch", "thresholds", "rule", "limits"}); !r) return r;
   auto section = [&](std::string_view name) -> Result<const toml::table*> {
     auto n = root.get(name);

@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -133,6 +134,17 @@ Result<std::unique_ptr<Server>> Server::create(EventLoop& loop, Bus& bus, Servic
   Server* raw = s.get();
   auto r = loop.add_fd(lfd, EPOLLIN, [raw](uint32_t) { raw->on_accept(); });
   if (!r) return fail(r.error());
+  return s;
+}
+
+Server::Stats Server::stats() const {
+  Stats s;
+  for (const auto& [fd, c] : conns_) {
+    ++s.connections;
+    if (c->streaming) ++s.subscriptions;
+    if (c->sub) s.max_queued_events = std::max(s.max_queued_events, c->sub->queued() + c->replay.size());
+    s.max_output_bytes = std::max(s.max_output_bytes, c->pending());
+  }
   return s;
 }
 
@@ -307,6 +319,7 @@ void Server::start_stream(Conn& c, const proto::Call& call) {
   first.parameters = std::move(stream->first_reply);
   first.continues = true;
   send(c, proto::encode_reply(first));
+  if (!conns_.count(fd)) return;  // send() dropped the client (hung up, or over max_output)
   pump_stream(c);
 }
 
@@ -341,17 +354,24 @@ void Server::pump_stream(Conn& c) {
     c.out.append("},\"continues\":true}");
     c.out.push_back('\0');
   };
-  while (c.pending() < kStreamOutputLow && !c.replay.empty()) {
-    append(c.replay.front());
-    c.replay.pop_front();
+  int fd = c.fd.get();
+  for (;;) {
+    while (c.pending() < kStreamOutputLow && !c.replay.empty()) {
+      append(c.replay.front());
+      c.replay.pop_front();
+    }
+    while (c.replay.empty() && c.pending() < kStreamOutputLow) {
+      EventPtr e = c.sub->pop();
+      if (!e) break;
+      if (e->event.seq != 0 && e->event.seq <= c.replay_upto) continue;  // already replayed
+      append(e);
+    }
+    flush(c);
+    if (!conns_.count(fd)) return;
+    // Events are left only if the buffer reached kStreamOutputLow. If the socket then took it
+    // all, no EPOLLOUT and no notify (the queue is not empty) would ever come: refill now.
+    if (c.pending() >= kStreamOutputLow || (c.replay.empty() && c.sub->empty())) return;
   }
-  while (c.replay.empty() && c.pending() < kStreamOutputLow) {
-    EventPtr e = c.sub->pop();
-    if (!e) break;
-    if (e->event.seq != 0 && e->event.seq <= c.replay_upto) continue;  // already replayed
-    append(e);
-  }
-  flush(c);
 }
 
 void Server::send(Conn& c, std::string data) {
@@ -413,8 +433,10 @@ void Server::update_interest(Conn& c) {
   uint32_t want = 0;
   if (!c.closing && c.pending() <= kReadPauseOutput) want |= EPOLLIN;
   if (c.pending() > 0) want |= EPOLLOUT;
-  // A streaming client that sends nothing must still be noticed when it hangs up.
-  if (c.streaming) want |= EPOLLIN;
+  // A streaming client that sends nothing must still be noticed when it hangs up. Not while
+  // closing: on_readable() reads nothing then, so level-triggered EPOLLIN would spin.
+  // (EPOLLHUP and EPOLLERR are reported whatever the interest.)
+  if (c.streaming && !c.closing) want |= EPOLLIN;
   if (want != c.interest) {
     c.interest = want;
     (void)loop_.modify_fd(c.fd.get(), want);

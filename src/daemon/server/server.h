@@ -84,6 +84,15 @@ class Server {
   size_t connection_count() const { return conns_.size(); }
   size_t subscription_count() const;
 
+  // What the connections hold in memory now (status output; tests of the bounds above).
+  struct Stats {
+    size_t connections = 0;
+    size_t subscriptions = 0;
+    size_t max_queued_events = 0;  // the longest subscriber queue (events not yet serialised)
+    size_t max_output_bytes = 0;   // the most reply bytes waiting for one client to read
+  };
+  Stats stats() const;
+
  private:
   struct Conn;
   Server(EventLoop& loop, Bus& bus, Service& service, UniqueFd listener, ServerLimits limits);

@@ -182,8 +182,8 @@ std::string event_reply(uint64_t seq, const char* type = "space.threshold") {
 
 TEST(Client, CallReturnsTheReplyParameters) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto c = srv.accept();
     if (!c) return;
     auto call = c->read_call();
     if (!call) return;
@@ -209,8 +209,8 @@ TEST(Client, CallReturnsTheReplyParameters) {
 
 TEST(Client, TypedCallsSendTheDocumentedRequests) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto c = srv.accept();
     if (!c) return;
     // Echo: the reply says what was asked.
     while (auto call = c->read_call()) c->reply({{"method", call->method}, {"parameters", call->parameters}});
@@ -238,8 +238,8 @@ TEST(Client, TypedCallsSendTheDocumentedRequests) {
 
 TEST(Client, ErrorReplyKeepsItsNameAndTheConnection) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto c = srv.accept();
     if (!c) return;
     if (!c->read_call()) return;
     c->error(proto::errors::kInvalidRule, {{"reason", "level 0% is not above zero"}});
@@ -265,8 +265,8 @@ TEST(Client, ErrorReplyKeepsItsNameAndTheConnection) {
 
 TEST(Client, MethodNotImplementedNamesTheMethod) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     c->error(proto::errors::kMethodNotImplemented, json::object());  // no "method": a lax daemon
   });
@@ -305,11 +305,11 @@ TEST(Client, DefaultSocketPathFollowsTheEnvironment) {
 
 TEST(Client, DaemonClosingBeforeTheReplyIsAnErrorAndTheNextCallReconnects) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto first = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto first = srv.accept();
     if (!first || !first->read_call()) return;
     first->close();
-    auto second = d.accept();
+    auto second = srv.accept();
     if (!second || !second->read_call()) return;
     second->reply({{"mounts", json::array()}});
   });
@@ -326,11 +326,11 @@ TEST(Client, DaemonClosingBeforeTheReplyIsAnErrorAndTheNextCallReconnects) {
 
 TEST(Client, MalformedAndStreamingRepliesAreErrors) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto a = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto a = srv.accept();
     if (!a || !a->read_call()) return;
     a->send(std::string("this is not json") + '\0');
-    auto b = d.accept();
+    auto b = srv.accept();
     if (!b || !b->read_call()) return;
     b->reply({{"rules", json::array()}}, /*continues=*/true);
   });
@@ -350,8 +350,8 @@ TEST(Client, LargeRepliesArriveWhole) {
   for (int i = 0; i < 20'000; ++i)
     mounts.push_back({{"mnt_id", i}, {"path", "/mnt/" + std::to_string(i)}, {"fstype", "tmpfs"}});
   FakeDaemon d;
-  d.run([&mounts](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([&mounts](FakeDaemon& srv) {
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     c->reply({{"mounts", mounts}});
   });
@@ -364,8 +364,8 @@ TEST(Client, LargeRepliesArriveWhole) {
 
 TEST(Client, ReplyOverTheLimitIsRefused) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     // 17 MiB without a NUL; the client stops reading and closes, so this send may fail.
     c->send(std::string(17u << 20, ' '));
@@ -379,8 +379,8 @@ TEST(Client, ReplyOverTheLimitIsRefused) {
 
 TEST(Client, ListEventsSendsTheFilterAndParsesEvents) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto c = srv.accept();
     if (!c) return;
     auto call = c->read_call();
     if (!call) return;
@@ -420,8 +420,9 @@ TEST(Client, ListEventsSendsTheFilterAndParsesEvents) {
 
 TEST(Subscription, FirstReplyThenEventsThenAnErrorEndsTheStream) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto idle = srv.accept();  // the Client's own connection; subscribe() opens another
+    auto c = srv.accept();
     if (!c) return;
     auto call = c->read_call();
     if (!call) return;
@@ -434,7 +435,7 @@ TEST(Subscription, FirstReplyThenEventsThenAnErrorEndsTheStream) {
                     {"mounts", true}}));
     c->reply({{"journal_id", "j1"}, {"journaled_seq", 5}, {"mount_table", {{{"mnt_id", 1}, {"path", "/"}}}}},
              /*continues=*/true);
-    if (!d.wait_gate()) return;
+    if (!srv.wait_gate()) return;
     // Two events and the end in one write: the client must split them.
     c->send(event_reply(6) + event_reply(7) +
             proto::encode_error(proto::errors::kJournalMismatch, {{"expected", "j1"}, {"actual", "j2"}}));
@@ -491,11 +492,12 @@ TEST(Subscription, FirstReplyThenEventsThenAnErrorEndsTheStream) {
 
 TEST(Subscription, ReadDeliversEverythingBeforeTheEnd) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto idle = srv.accept();  // the Client's own connection; subscribe() opens another
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     c->reply({{"journal_id", "j1"}, {"journaled_seq", 0}}, true);
-    if (!d.wait_gate()) return;
+    if (!srv.wait_gate()) return;
     c->send(event_reply(1) + event_reply(2) + proto::encode_error(proto::errors::kLimitExceeded,
                                                                   {{"limit", "subscriptions"}, {"max", 32}}));
     c->read_call();
@@ -520,8 +522,9 @@ TEST(Subscription, ReadDeliversEverythingBeforeTheEnd) {
 
 TEST(Subscription, EventsSentWithTheFirstReplyAreNotLost) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto idle = srv.accept();  // the Client's own connection; subscribe() opens another
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     proto::Reply first;
     first.parameters = {{"journal_id", "j1"}, {"journaled_seq", 1}};
@@ -542,8 +545,9 @@ TEST(Subscription, EventsSentWithTheFirstReplyAreNotLost) {
 
 TEST(Subscription, AnErrorAsTheFirstReplyFailsSubscribe) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto idle = srv.accept();  // the Client's own connection; subscribe() opens another
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     c->error(proto::errors::kInvalidParameter, {{"parameter", "filter.min_severity"}, {"reason", "unknown"}});
   });
@@ -557,11 +561,12 @@ TEST(Subscription, AnErrorAsTheFirstReplyFailsSubscribe) {
 
 TEST(Subscription, DaemonClosingMidStreamEndsItWithAnError) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto idle = srv.accept();  // the Client's own connection; subscribe() opens another
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     c->reply({{"journal_id", "j1"}, {"journaled_seq", 0}}, true);
-    if (!d.wait_gate()) return;
+    if (!srv.wait_gate()) return;
     c->send(event_reply(1) + "{\"parameters\":{\"eve");  // then dies mid-message
     c->close();
   });
@@ -582,11 +587,12 @@ TEST(Subscription, DaemonClosingMidStreamEndsItWithAnError) {
 
 TEST(Subscription, CleanCloseSaysTheDaemonClosedTheConnection) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto idle = srv.accept();  // the Client's own connection; subscribe() opens another
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     c->reply({{"journal_id", "j1"}, {"journaled_seq", 0}}, true);
-    if (!d.wait_gate()) return;
+    if (!srv.wait_gate()) return;
     c->close();
   });
   auto client = Client::connect(d.path());
@@ -601,8 +607,9 @@ TEST(Subscription, CleanCloseSaysTheDaemonClosedTheConnection) {
 
 TEST(Subscription, AFinalReplyWithoutContinuesEndsTheStream) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto idle = srv.accept();  // the Client's own connection; subscribe() opens another
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     c->reply({{"journal_id", "j1"}, {"journaled_seq", 0}}, true);
     proto::Reply last;
@@ -625,8 +632,9 @@ TEST(Subscription, AFinalReplyWithoutContinuesEndsTheStream) {
 
 TEST(Subscription, AnUnreadableEventEndsTheStreamInsteadOfVanishing) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto idle = srv.accept();  // the Client's own connection; subscribe() opens another
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     c->reply({{"journal_id", "j1"}, {"journaled_seq", 0}}, true);
     c->reply({{"event", {{"type", "fs.error"}, {"severity", "apocalyptic"}, {"time", "2026-01-01T00:00:00Z"}}},
@@ -647,8 +655,9 @@ TEST(Subscription, AnUnreadableEventEndsTheStreamInsteadOfVanishing) {
 
 TEST(Subscription, MovedSubscriptionKeepsWorking) {
   FakeDaemon d;
-  d.run([](FakeDaemon& d) {
-    auto c = d.accept();
+  d.run([](FakeDaemon& srv) {
+    auto idle = srv.accept();  // the Client's own connection; subscribe() opens another
+    auto c = srv.accept();
     if (!c || !c->read_call()) return;
     c->reply({{"journal_id", "j1"}, {"journaled_seq", 0}}, true);
     c->send(event_reply(3));

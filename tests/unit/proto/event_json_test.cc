@@ -213,7 +213,9 @@ TEST(EventJson, BadInputsAreErrorsNotExceptions) {
     Result<Event> r;
     EXPECT_NO_THROW(r = event_from_json(j)) << j.dump();
     EXPECT_FALSE(r) << j.dump();
-    if (!r) EXPECT_FALSE(r.error().message().empty());
+    if (!r) {
+      EXPECT_FALSE(r.error().message().empty());
+    }
   }
 }
 

@@ -114,7 +114,9 @@ TEST(ParseCall, Bad) {
        }) {
     auto c = parse_call(bad);
     EXPECT_FALSE(c) << bad;
-    if (!c) EXPECT_FALSE(c.error().message().empty());
+    if (!c) {
+      EXPECT_FALSE(c.error().message().empty());
+    }
   }
 }
 

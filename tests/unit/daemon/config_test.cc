@@ -1,0 +1,247 @@
+#include "daemon/config/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "support/temp_dir.h"
+
+namespace storwatch::daemon {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+Config parse_ok(std::string_view text) {
+  auto c = parse_config(text, "test.toml");
+  EXPECT_TRUE(c) << c.error().message();
+  return c ? *c : Config{};
+}
+
+std::string parse_error(std::string_view text) {
+  auto c = parse_config(text, "test.toml");
+  EXPECT_FALSE(c) << "accepted:\n" << text;
+  return c ? std::string() : c.error().message();
+}
+
+TEST(Config, EmbeddedDefaultParses) {
+  Config c = parse_ok("");
+  EXPECT_EQ(c.socket, kDefaultSocketPath);
+  EXPECT_EQ(c.state_dir, kDefaultStateDir);
+  EXPECT_EQ(c.statfs_timeout, 5s);
+  EXPECT_EQ(c.poll_min, 100ms);
+  EXPECT_EQ(c.poll_max, 30s);
+  EXPECT_FALSE(c.watch_readonly);
+  EXPECT_TRUE(c.rules.empty());
+  ASSERT_EQ(c.default_levels.size(), 6u);
+  std::vector<std::string> ids;
+  for (const auto& l : c.default_levels) ids.push_back(l.id());
+  EXPECT_EQ(ids, (std::vector<std::string>{"blocks<10%", "blocks<5%", "blocks<1%", "inodes<10%",
+                                           "inodes<5%", "inodes<1%"}));
+  EXPECT_EQ(c.default_levels[0].severity, Severity::warning);
+  EXPECT_EQ(c.default_levels[1].severity, Severity::error);
+  EXPECT_EQ(c.default_levels[2].severity, Severity::critical);
+  EXPECT_EQ(c.limits.max_clients, 256u);
+  EXPECT_EQ(c.limits.max_message, 65536u);
+  EXPECT_EQ(c.limits.max_subscriptions_per_process, 32u);
+  EXPECT_EQ(c.limits.queue_events, 4096u);
+}
+
+TEST(Config, EmbeddedDefaultMatchesTheStructDefaults) {
+  // The text is what --print-default-config shows; it must say what the daemon does.
+  Config text = parse_ok("");
+  Config plain;
+  EXPECT_EQ(text.socket, plain.socket);
+  EXPECT_EQ(text.state_dir, plain.state_dir);
+  EXPECT_EQ(text.statfs_timeout, plain.statfs_timeout);
+  EXPECT_EQ(text.poll_min, plain.poll_min);
+  EXPECT_EQ(text.poll_max, plain.poll_max);
+  EXPECT_EQ(text.limits.max_clients, plain.limits.max_clients);
+  EXPECT_EQ(text.limits.max_message, plain.limits.max_message);
+  EXPECT_EQ(text.limits.queue_events, plain.limits.queue_events);
+}
+
+TEST(Config, OverridesOnlyWhatItNames) {
+  Config c = parse_ok(R"(
+[daemon]
+socket = "/run/x/sock"
+[watch]
+skip_fstypes = ["nfs4"]
+skip_paths = ["/mnt/backup"]
+watch_readonly = true
+[thresholds]
+statfs_timeout = "2s"
+poll_max = "1m"
+levels = [ { resource = "blocks", below = "20G" } ]
+[[rule]]
+path = "/data"
+levels = [ { resource = "inodes", below = "2%", severity = "critical" } ]
+[limits]
+clients = 10
+queue_events = 100
+)");
+  EXPECT_EQ(c.socket, "/run/x/sock");
+  EXPECT_EQ(c.state_dir, kDefaultStateDir);  // untouched
+  EXPECT_EQ(c.skip_fstypes, (std::vector<std::string>{"nfs4"}));
+  EXPECT_EQ(c.skip_paths, (std::vector<std::string>{"/mnt/backup"}));
+  EXPECT_TRUE(c.watch_readonly);
+  EXPECT_EQ(c.statfs_timeout, 2s);
+  EXPECT_EQ(c.poll_min, 100ms);
+  EXPECT_EQ(c.poll_max, 60s);
+  ASSERT_EQ(c.default_levels.size(), 1u);  // the list is replaced, not merged
+  EXPECT_EQ(c.default_levels[0].id(), "blocks<20G");
+  ASSERT_EQ(c.rules.size(), 1u);
+  EXPECT_EQ(c.rules[0].path, "/data");
+  ASSERT_EQ(c.rules[0].levels.size(), 1u);
+  EXPECT_EQ(c.rules[0].levels[0].severity, Severity::critical);
+  EXPECT_EQ(c.limits.max_clients, 10u);
+  EXPECT_EQ(c.limits.queue_events, 100u);
+  EXPECT_EQ(c.limits.max_message, 65536u);
+}
+
+TEST(Config, EmptyLevelListPollsOnlyRules) {
+  Config c = parse_ok("[thresholds]\nlevels = []\n");
+  EXPECT_TRUE(c.default_levels.empty());
+}
+
+TEST(Config, UnknownKeysAreRefusedByName) {
+  EXPECT_THAT(parse_error("bogus = 1\n"), HasSubstr("unknown key \"bogus\""));
+  EXPECT_THAT(parse_error("[daemon]\nsokcet = \"/x\"\n"), HasSubstr("unknown key \"sokcet\""));
+  EXPECT_THAT(parse_error("[watch]\nskip_fstype = []\n"), HasSubstr("unknown key \"skip_fstype\""));
+  EXPECT_THAT(parse_error("[thresholds]\ntimeout = \"5s\"\n"), HasSubstr("unknown key \"timeout\""));
+  EXPECT_THAT(parse_error("[limits]\nmax_clients = 5\n"), HasSubstr("unknown key \"max_clients\""));
+  // The message says where: the file and the table.
+  std::string e = parse_error("[limits]\nmax_clients = 5\n");
+  EXPECT_THAT(e, HasSubstr("test.toml"));
+  EXPECT_THAT(e, HasSubstr("limits"));
+}
+
+TEST(Config, UnknownKeysInsideRulesAndLevelsAreRefused) {
+  EXPECT_THAT(parse_error("[[rule]]\npath = \"/data\"\nlevel = []\n"), HasSubstr("\"level\""));
+  EXPECT_THAT(parse_error("[thresholds]\nlevels = [ { resource = \"blocks\", below = \"5%\", sev = \"error\" } ]\n"),
+              HasSubstr("\"sev\""));
+}
+
+TEST(Config, TomlSyntaxErrorsSayWhere) {
+  std::string e = parse_error("[daemon\nsocket = 1\n");
+  EXPECT_THAT(e, HasSubstr("test.toml:1:"));
+}
+
+TEST(Config, WrongTypesAreRefused) {
+  EXPECT_THAT(parse_error("[daemon]\nsocket = 5\n"), HasSubstr("daemon.socket: must be a string"));
+  EXPECT_THAT(parse_error("[watch]\nwatch_readonly = \"yes\"\n"), HasSubstr("watch.watch_readonly"));
+  EXPECT_THAT(parse_error("[watch]\nskip_paths = \"/x\"\n"), HasSubstr("watch.skip_paths"));
+  EXPECT_THAT(parse_error("daemon = 5\n"), HasSubstr("daemon: must be a table"));
+  EXPECT_THAT(parse_error("[limits]\nclients = \"many\"\n"), HasSubstr("limits.clients: must be an integer"));
+}
+
+TEST(Config, BadDurationsAreRefused) {
+  EXPECT_THAT(parse_error("[thresholds]\nstatfs_timeout = \"5x\"\n"),
+              HasSubstr("thresholds.statfs_timeout"));
+  EXPECT_THAT(parse_error("[thresholds]\nstatfs_timeout = \"5x\"\n"), HasSubstr("unknown unit \"x\""));
+  EXPECT_THAT(parse_error("[thresholds]\npoll_max = \"soon\"\n"), HasSubstr("thresholds.poll_max"));
+  EXPECT_THAT(parse_error("[thresholds]\npoll_max = \"-5s\"\n"), HasSubstr("thresholds.poll_max"));
+  EXPECT_THAT(parse_error("[thresholds]\npoll_max = 30\n"), HasSubstr("must be a string"));
+  // An empty string is a mistake, not "use the default".
+  EXPECT_THAT(parse_error("[thresholds]\nstatfs_timeout = \"\"\n"), HasSubstr("thresholds.statfs_timeout"));
+  // Ranges.
+  EXPECT_THAT(parse_error("[thresholds]\npoll_min = \"5ms\"\n"), HasSubstr("poll_min"));
+  EXPECT_THAT(parse_error("[thresholds]\npoll_min = \"10s\"\npoll_max = \"5s\"\n"),
+              HasSubstr("poll_min <= poll_max"));
+  EXPECT_THAT(parse_error("[thresholds]\nstatfs_timeout = \"1ms\"\n"), HasSubstr("at least 10ms"));
+}
+
+TEST(Config, ParseDuration) {
+  EXPECT_EQ(*parse_duration("5s"), 5s);
+  EXPECT_EQ(*parse_duration("5"), 5s);
+  EXPECT_EQ(*parse_duration("100ms"), 100ms);
+  EXPECT_EQ(*parse_duration("1.5s"), 1500ms);
+  EXPECT_EQ(*parse_duration("2m"), 2min);
+  EXPECT_EQ(*parse_duration("2min"), 2min);
+  EXPECT_EQ(*parse_duration("1h"), 1h);
+  for (const char* bad : {"", "s", "5 s", "5sec", "-1s", "abc", "nan", "inf", "1e300s", "infs"})
+    EXPECT_FALSE(parse_duration(bad)) << bad;
+}
+
+TEST(Config, BadLevelsAreRefused) {
+  EXPECT_THAT(parse_error("[thresholds]\nlevels = [ { resource = \"blocks\", below = \"110%\" } ]\n"),
+              HasSubstr("thresholds.levels"));
+  EXPECT_THAT(parse_error("[thresholds]\nlevels = [ { resource = \"disks\", below = \"10%\" } ]\n"),
+              HasSubstr("unknown resource \"disks\""));
+  EXPECT_THAT(parse_error("[thresholds]\nlevels = [ { resource = \"blocks\" } ]\n"), HasSubstr("below"));
+  EXPECT_THAT(parse_error("[thresholds]\nlevels = [ { resource = \"blocks\", below = \"10%\", severity = \"loud\" } ]\n"),
+              HasSubstr("unknown severity \"loud\""));
+  EXPECT_THAT(parse_error("[thresholds]\nlevels = [ { below = \"10%\" }, { below = \"10%\" } ]\n"),
+              HasSubstr("thresholds.levels"));
+  EXPECT_THAT(parse_error("[thresholds]\nlevels = \"10%\"\n"), HasSubstr("thresholds.levels"));
+}
+
+TEST(Config, DuplicateRulesAreRefused) {
+  std::string e = parse_error(R"(
+[[rule]]
+path = "/data"
+levels = [ { below = "10%" } ]
+[[rule]]
+path = "/srv"
+[[rule]]
+path = "/data"
+levels = [ { below = "5%" } ]
+)");
+  EXPECT_THAT(e, HasSubstr("rule #3"));
+  EXPECT_THAT(e, HasSubstr("a second rule for /data"));
+}
+
+TEST(Config, BadRulesAreRefusedWithTheirNumber) {
+  EXPECT_THAT(parse_error("[[rule]]\nlevels = []\n"), HasSubstr("rule #1"));
+  EXPECT_THAT(parse_error("[[rule]]\npath = \"relative\"\n"), HasSubstr("rule #1"));
+  EXPECT_THAT(parse_error("rule = 5\n"), HasSubstr("[[rule]]"));
+}
+
+TEST(Config, LimitsMustBeInRange) {
+  EXPECT_THAT(parse_error("[limits]\nclients = 0\n"), HasSubstr("limits.clients: must be between 1 and 100000"));
+  EXPECT_THAT(parse_error("[limits]\nclients = 100001\n"), HasSubstr("limits.clients"));
+  EXPECT_THAT(parse_error("[limits]\nmessage_bytes = 1023\n"), HasSubstr("limits.message_bytes"));
+  EXPECT_THAT(parse_error("[limits]\nmessage_bytes = 16777217\n"), HasSubstr("limits.message_bytes"));
+  EXPECT_THAT(parse_error("[limits]\nsubscriptions_per_process = 0\n"),
+              HasSubstr("limits.subscriptions_per_process"));
+  EXPECT_THAT(parse_error("[limits]\nqueue_events = 15\n"), HasSubstr("limits.queue_events: must be between 16"));
+  EXPECT_THAT(parse_error("[limits]\nqueue_events = -1\n"), HasSubstr("limits.queue_events"));
+  Config c = parse_ok("[limits]\nclients = 1\nmessage_bytes = 1024\nqueue_events = 16\n");
+  EXPECT_EQ(c.limits.max_clients, 1u);
+  EXPECT_EQ(c.limits.max_message, 1024u);
+  EXPECT_EQ(c.limits.queue_events, 16u);
+}
+
+TEST(Config, LoadConfigReadsAFileAndNamesItInErrors) {
+  test::TempDir dir;
+  std::string path = dir.sub("storwatch.toml");
+  {
+    std::ofstream out(path);
+    out << "[limits]\nclients = 7\n";
+  }
+  auto c = load_config(path, false);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->limits.max_clients, 7u);
+  {
+    std::ofstream out(path);
+    out << "[limits]\nclientz = 7\n";
+  }
+  auto bad = load_config(path, false);
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(bad.error().message(), HasSubstr(path));
+  EXPECT_THAT(bad.error().message(), HasSubstr("clientz"));
+}
+
+TEST(Config, MissingFileIsFineOnlyForTheDefaultPath) {
+  test::TempDir dir;
+  auto ok = load_config(dir.sub("absent.toml"), true);
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ(ok->default_levels.size(), 6u);
+  auto bad = load_config(dir.sub("absent.toml"), false);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().errno_value(), ENOENT);
+}
+
+}  // namespace
+}  // namespace storwatch::daemon

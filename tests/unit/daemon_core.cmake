@@ -1,0 +1,11 @@
+# The daemon core with fakes at every kernel boundary: event loop, bus, config, state database,
+# server and manager. Every loop is stepped by the test; nothing sleeps.
+storwatch_add_test(daemon_core_test
+  SOURCES
+    daemon/event_loop_test.cc
+    daemon/bus_test.cc
+    daemon/config_test.cc
+    daemon/state_db_test.cc
+    daemon/server_test.cc
+    daemon/manager_test.cc
+  LIBS storwatch_daemon)
