@@ -145,8 +145,11 @@ std::string usage_bar(double percent_used) {
   constexpr int kWidth = 20;
   int filled = 0;
   if (percent_used > 0) filled = std::clamp(static_cast<int>(std::ceil(percent_used * kWidth / 100.0)), 1, kWidth);
-  return "[" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(kWidth - filled), '.') +
-         "]";
+  std::string bar(kWidth + 2, '.');
+  bar.front() = '[';
+  bar.back() = ']';
+  bar.replace(1, static_cast<size_t>(filled), static_cast<size_t>(filled), '#');
+  return bar;
 }
 
 std::string format_filesystem(const json& fs) {

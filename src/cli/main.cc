@@ -1,7 +1,9 @@
 // storwatch: the command-line client of storwatchd. Parses the command line (CLI11) and runs one
 // command from commands.h. Exit status: 0 success, 1 error from the daemon or the connection,
 // 2 usage error.
+#include <charconv>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -28,7 +30,8 @@ SEVERITY is info, warning, error or critical. Levels without one get, per resour
 for the level with the most free space, error for the next and critical for the rest.
 "Free" is what df shows as available. Amounts are checked by storwatchd.
 
-Seed one-line syntax (when PATH|LINE starts with '!' or holds a space; or use `rules line`):
+Seed one-line syntax (when PATH|LINE starts with '!', or holds a space and is no existing
+path; `storwatch rules line LINE` says so explicitly):
   "MOUNT G T L1 L2"  generic events on, thresholds on with levels L1 > L2 (free blocks)
   "MOUNT T L1"       thresholds on with one level;  "MOUNT G"  generic events on
   "!MOUNT T"         thresholds off;  "!MOUNT G"  generic events off
@@ -53,6 +56,24 @@ CLI::Option* add_list(CLI::App* cmd, const char* name, std::vector<std::string>&
   return cmd->add_option(name, v, help)->type_name(type)->allow_extra_args(false);
 }
 
+// Whole numbers checked before CLI11 converts them: its conversion lets "-1" wrap around, and
+// CLI::PositiveNumber accepts 2.5 and prints a 300-digit range.
+std::optional<uint64_t> whole_number(const std::string& s) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+const CLI::Validator kSeq(
+    [](std::string& s) -> std::string { return whole_number(s) ? "" : "must be a sequence number (0 or more)"; }, "",
+    "seq");
+const CLI::Validator kPositive(
+    [](std::string& s) -> std::string {
+      auto v = whole_number(s);
+      return v && *v > 0 ? "" : "must be a whole number above 0";
+    },
+    "", "positive");
+
 // "storwatch rules add" for the parsed command line, to name it in error messages.
 std::string command_name(const CLI::App* app) {
   std::string name = "storwatch";
@@ -73,7 +94,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "storwatch " STORWATCH_VERSION, "Print the version and exit");
   app.require_subcommand(1);
   app.footer(
-      "Every command takes --socket PATH and --json; `storwatch COMMAND --help` describes it.\n"
+      "--socket and --json may also follow the command; `storwatch COMMAND --help` describes each.\n"
       "Environment: STORWATCH_SOCKET  the socket when --socket is not given.\n"
       "Exit status: 0 success, 1 error from storwatchd or the connection, 2 usage error.");
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {
@@ -82,6 +103,8 @@ int main(int argc, char** argv) {
   });
 
   GlobalOptions g;
+  // Also before the command (storwatch --socket PATH status), as other system tools accept them.
+  add_common(&app, g, "Print JSON instead of text (each command's --help says which)");
 
   MonitorArgs mon_args;
   uint64_t mon_after = 0;
@@ -104,7 +127,7 @@ int main(int argc, char** argv) {
   auto* mon_after_opt = monitor->add_option(
       "--after", mon_after,
       "First print the journaled events after sequence number SEQ, then live ones (default: live only)");
-  mon_after_opt->type_name("SEQ");
+  mon_after_opt->type_name("SEQ")->check(kSeq);
   add_common(monitor, g, "Print each event as one JSON object per line (docs/events.md), flushed per line");
   monitor->footer("Stops on Ctrl-C or SIGTERM (exit status 0).");
 
@@ -117,7 +140,7 @@ int main(int argc, char** argv) {
                    "(UTC), @EPOCH_SECONDS, or an age: 90s, 15m, 2h, 3d, 1w (default: the whole journal)")
       ->type_name("TIME");
   auto* hist_after_opt =
-      history->add_option("--after", hist_after, "Only events after sequence number SEQ")->type_name("SEQ");
+      history->add_option("--after", hist_after, "Only events after sequence number SEQ")->type_name("SEQ")->check(kSeq);
   add_list(history, "--type", hist_args.types,
            "Only events whose type matches GLOB, e.g. 'space.*' (repeatable; default: every type)", "GLOB");
   add_list(history, "--fs", hist_args.fs,
@@ -126,7 +149,7 @@ int main(int argc, char** argv) {
   auto* hist_limit_opt =
       history->add_option("--limit", hist_limit, "At most N events (default: as many as storwatchd returns)")
           ->type_name("N")
-          ->check(CLI::PositiveNumber);
+          ->check(kPositive);
   add_common(history, g, "Print each event as one JSON object per line (docs/events.md)");
 
   StatusArgs status_args;
@@ -134,6 +157,7 @@ int main(int argc, char** argv) {
   auto* status_path = status
                           ->add_option("PATH", status_args.path,
                                        "Show only the filesystem holding PATH (default: every watched filesystem)")
+                          ->type_name("")
                           ->check(CLI::ExistingPath);
   status
       ->add_flag("--all", status_args.all,
@@ -153,6 +177,7 @@ int main(int argc, char** argv) {
       ->add_option("PATH|LINE", add_args.target,
                    "The filesystem's mount point (or any path on it), or one seed line such as "
                    "\"/data G T 710000 500000\" (see below)")
+      ->type_name("")
       ->required();
   add_list(rules_add, "--free-below", add_args.free_below,
            "A level on free space: crossed when it falls below AMOUNT (repeatable)", "AMOUNT[:SEVERITY]");
@@ -173,13 +198,16 @@ int main(int argc, char** argv) {
 
   std::string seed_line;
   auto* rules_line = rules->add_subcommand("line", "Apply one line of the seed syntax (needs root)");
-  rules_line->add_option("LINE", seed_line, "e.g. \"/data G T 710000 500000\", \"!/data T\", \"!/data\"")->required();
+  rules_line->add_option("LINE", seed_line, "e.g. \"/data G T 710000 500000\", \"!/data T\", \"!/data\"")
+      ->type_name("")
+      ->required();
   add_common(rules_line, g, "Print storwatchd's reply (the resulting rules) as JSON");
   rules_line->footer(kSeedFooter);
 
   std::string remove_path;
   auto* rules_remove = rules->add_subcommand("remove", "Remove the rule for a filesystem (needs root)");
   rules_remove->add_option("PATH", remove_path, "The path the rule was added for (need not exist any more)")
+      ->type_name("")
       ->required();
   add_common(rules_remove, g, "Print storwatchd's reply (the resulting rules) as JSON");
 

@@ -1020,7 +1020,6 @@ def main(argv=None, verbosity=2):
 # ---------------------------------------------------------------------------
 
 import json  # noqa: E402  (section 9 only)
-import queue  # noqa: E402
 import re  # noqa: E402
 
 __all__ += [
@@ -1414,7 +1413,8 @@ class Daemon:
         p = subprocess.run(self.command(*args, user=user), capture_output=True, text=True,
                            timeout=timeout, preexec_fn=preexec, input=input,
                            stdin=None if input is not None else subprocess.DEVNULL,
-                           env=dict(os.environ, STORWATCH_SOCKET=""), cwd="/")
+                           env={k: v for k, v in os.environ.items() if k != "STORWATCH_SOCKET"},
+                           cwd="/")
         return p.returncode, p.stdout, p.stderr
 
     def cli_ok(self, *args, **kwargs):
@@ -1482,6 +1482,7 @@ class Monitor:
         self.args = [str(a) for a in args]
         self.start_timeout = start_timeout
         self.proc = None
+        self.start_no = daemon.starts  # the daemon run this monitor is subscribed to
         self.base_seq = 0  # events up to this one may predate the subscription
         self._events = []
         self._bad = []
@@ -1548,7 +1549,8 @@ class Monitor:
         if self._thread:
             self._thread.join(5)
         self.proc.stdout.close()
-        if rc not in (0, -signal.SIGKILL) and self.daemon.alive:
+        if rc not in (0, -signal.SIGKILL) and self.daemon.alive and \
+                self.daemon.starts == self.start_no:
             print(f"swtest: storwatch monitor exited with {rc}: {self.stderr().strip()}",
                   file=sys.stderr, flush=True)
 

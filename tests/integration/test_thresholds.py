@@ -66,7 +66,7 @@ class ThresholdTest(swtest.DaemonTestCase):
         swtest.mount_tmpfs(mnt, size, cleanup=self.cleanup)
         return mnt
 
-    def assert_below_sequence(self, mon, mnt, levels, fill, total, sample_after=None):
+    def assert_below_sequence(self, mon, mnt, levels, fill, total):
         """Brings free space below each level in turn (fill: a path), waiting for each
         space.threshold event; returns the events."""
         got = []

@@ -126,7 +126,7 @@ class RuntimeTest(swtest.DaemonTestCase):
         d.cli_ok("rules", "add", f"!{mnt}")
         self.assertEqual(self.rules(d), [])
         err = self.refused(d, "rules", "remove", mnt)
-        self.assertEqual(err, f"storwatch: there is no rule for {mnt}")
+        self.assertEqual(err, f"storwatch: invalid rule: there is no rule for {mnt}")
 
         # Added again and removed with `rules remove`.
         d.cli_ok("rules", "add", mnt, "--free-below", "1%:critical")
@@ -145,10 +145,16 @@ class RuntimeTest(swtest.DaemonTestCase):
         before = self.rules(d)
         cases = [
             (["rules", "add", mnt, "--free-below", "150%"],
-             'invalid amount "150%": a percentage must be at least 0.000001% and below 100%'),
+             'rule.levels[0].below: invalid amount "150%": a percentage must be at least 0.000001% and below 100%'),
             (["rules", "add", mnt, "--free-below", "5%", "--free-below", "lots"],
-             'invalid amount "lots": expected a percentage (10%), a size (5G) or a number'),
-            (["rules", "add", mnt, "--inodes-below", "2%", "--inodes-below", "2%"], "2%"),
+             'rule.levels[1].below: invalid amount "lots": expected a percentage (10%), a size (5G) or a number'),
+            (["rules", "add", mnt, "--inodes-below", "2%", "--inodes-below", "2%"],
+             'duplicate level "inodes<2%" (levels[0] and levels[1])'),
+            (["rules", "add", mnt, "--free-below", "10%", "--hysteresis", "x"],
+             'rule.levels[0].hysteresis: invalid amount "x": expected a percentage (10%), '
+             'a size (5G) or a number'),
+            (["rules", "add", "/proc", "--free-below", "10%"],
+             "/proc is a proc filesystem, which storwatch does not watch"),
             (["rules", "add", f"{mnt} T"],
              "T needs at least one level (L1, a number of available blocks)"),
             (["rules", "add", f"{mnt} T 5 10"], "L1 (5) must be higher than L2 (10)"),
@@ -328,9 +334,9 @@ class RuntimeTest(swtest.DaemonTestCase):
         u = mon.wait_event(ev("fs.unresponsive", tfs.mnt), timeout=5)
         self.assertEqual(u["severity"], "warning")
 
-        # Other filesystems' events are not delayed.
-        t0 = time.monotonic()
+        # Other filesystems' events are not delayed (polls are at most 200 ms apart).
         swtest.set_free_bytes(os.path.join(mnt, "fill"), mnt, int(total_bytes(mnt) * 0.05))
+        t0 = time.monotonic()
         mon.wait_event(ev("space.threshold", mnt, level="10%", direction="below"), timeout=5)
         self.assertLess(time.monotonic() - t0, 2.0, "threshold event delayed by a stuck statfs")
         # The API answers, and says the filesystem is stale.

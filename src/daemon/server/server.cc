@@ -249,6 +249,11 @@ void Server::handle_call(Conn& c, const proto::Call& call) {
     r.parameters = std::move(params);
     send(c, proto::encode_reply(r));
   };
+  // A oneway call gets no reply at all, not even an error: one would be read as the reply to the
+  // client's next call.
+  auto error = [&](std::string_view name, const json& params) {
+    if (!call.oneway) send_error(c, name, params);
+  };
   if (m == "org.varlink.service.GetInfo") {
     reply({{"vendor", "storwatch"}, {"product", "storwatchd"}, {"version", STORWATCH_VERSION},
            {"url", "https://storwatch.invalid/"},
@@ -263,22 +268,23 @@ void Server::handle_call(Conn& c, const proto::Call& call) {
     else if (iface == "org.varlink.service")
       reply({{"description", kVarlinkServiceDescription}});
     else
-      send_error(c, proto::errors::kInterfaceNotFound, {{"interface", iface}});
+      error(proto::errors::kInterfaceNotFound, {{"interface", iface}});
     return;
   }
   std::string prefix = std::string(proto::kInterface) + ".";
   if (m.rfind("org.varlink.service.", 0) == 0) {
-    send_error(c, proto::errors::kMethodNotFound, {{"method", m}});
+    error(proto::errors::kMethodNotFound, {{"method", m}});
     return;
   }
   if (m.rfind(prefix, 0) != 0) {
     auto dot = m.rfind('.');
-    send_error(c, proto::errors::kInterfaceNotFound,
-               {{"interface", dot == std::string::npos ? m : m.substr(0, dot)}});
+    error(proto::errors::kInterfaceNotFound,
+          {{"interface", dot == std::string::npos ? m : m.substr(0, dot)}});
     return;
   }
   std::string name = m.substr(prefix.size());
   if (name == "Subscribe") {
+    if (call.oneway) return;  // a stream nobody may answer is no stream
     if (!call.more) {
       send_error(c, proto::errors::kExpectedMore, json::object());
       return;
@@ -288,7 +294,7 @@ void Server::handle_call(Conn& c, const proto::Call& call) {
   }
   auto r = service_.call(c.peer, name, call.parameters);
   if (!r) {
-    send_error(c, r.error().name, r.error().parameters);
+    error(r.error().name, r.error().parameters);
     return;
   }
   reply(std::move(*r));

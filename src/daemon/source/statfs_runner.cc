@@ -1,6 +1,11 @@
 #include "daemon/source/statfs_runner.h"
 
-#include <sys/statvfs.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <condition_variable>
@@ -10,15 +15,60 @@
 
 namespace storwatch::daemon {
 
+namespace {
+
+// The statfs(2) of one call, made by a child process that shares our memory (see below).
+struct StatfsCall {
+  const char* path = nullptr;
+  struct statfs result {};
+  int error = 0;
+};
+
+int statfs_child(void* arg) {
+  auto* call = static_cast<StatfsCall*>(arg);
+  // This process has its own copy of the descriptor table: drop it, so a child stuck in the
+  // kernel keeps none of the daemon's sockets open after the daemon is gone. Raw system calls
+  // only: this runs on a borrowed stack in shared memory.
+  ::syscall(SYS_close_range, 0U, ~0U, 0U);
+  if (::syscall(SYS_statfs, call->path, &call->result) < 0) call->error = errno;
+  ::syscall(SYS_exit, 0);
+  return 0;
+}
+
+// statfs(2) in a CLONE_VM|CLONE_VFORK child. A FUSE request that the filesystem's server has
+// already read is waited for uninterruptibly, even by a thread that got SIGKILL, and a thread
+// stuck there keeps the whole process from exiting (the main thread stays a zombie until the
+// request is answered, possibly never). The calling thread here waits for the child killably
+// instead, so the daemon exits at once; a stuck child lingers alone until the kernel lets it go.
+// Falls back to a plain statfs if the child cannot be created.
+int statfs_in_child(const char* path, struct statfs& out) {
+  StatfsCall call;
+  call.path = path;
+  // The child runs on this part of our own (suspended) thread's stack, as posix_spawn does.
+  alignas(64) char stack[64 * 1024];
+  pid_t pid = ::clone(statfs_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &call);
+  if (pid < 0) {
+    if (::statfs(path, &out) < 0) return errno;
+    return 0;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (call.error == 0) out = call.result;
+  return call.error;
+}
+
+}  // namespace
+
 Result<Usage> RealStatfsProbe::statfs(const std::string& path) {
-  struct statvfs s {};
-  if (::statvfs(path.c_str(), &s) < 0) return fail_errno(errno, "statfs " + path);
+  struct statfs s {};
+  if (int err = statfs_in_child(path.c_str(), s); err != 0) return fail_errno(err, "statfs " + path);
   Usage u;
   u.frsize = s.f_frsize ? s.f_frsize : s.f_bsize;
   u.blocks = s.f_blocks;
   u.bavail = s.f_bavail;
   u.files = s.f_files;
-  u.favail = s.f_favail;
+  u.favail = s.f_ffree;  // what statvfs(3) reports as f_favail
   return u;
 }
 

@@ -2,7 +2,9 @@
 // block for minutes, so each filesystem gets its own worker thread: a stuck one stalls only its own
 // filesystem, and the loop never waits. Results come back to the loop with EventLoop::post().
 // The runner never joins workers: a worker stuck in the kernel is abandoned (detached) and dies
-// with the process, so shutdown is never delayed by it.
+// with the process, so shutdown is never delayed by it. For that, RealStatfsProbe makes the call
+// in a child process sharing its memory: a thread stuck in a FUSE request cannot die, and would
+// keep the whole process from exiting; a worker waiting for its child can.
 // Loop-thread only (the workers are internal).
 #pragma once
 

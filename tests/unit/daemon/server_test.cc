@@ -1,9 +1,14 @@
 #include "daemon/server/server.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
 
 #include "proto/varlink.h"
 #include "support/fake_clock.h"
@@ -148,7 +153,7 @@ TEST_F(ServerTest, ServiceErrorsAreRepliedAndTheConnectionStays) {
 }
 
 TEST_F(ServerTest, GarbageGetsInvalidParameterAndIsClosed) {
-  for (const std::string garbage : {std::string("this is not json"), std::string("[1,2]"),
+  for (const std::string& garbage : {std::string("this is not json"), std::string("[1,2]"),
                                     std::string(R"({"parameters":{}})"), std::string(R"({"method":"x","more":"yes"})")}) {
     auto c = connect();
     ASSERT_TRUE(c->send_raw(garbage + '\0'));
@@ -422,6 +427,57 @@ TEST_F(ServerTest, StuckSubscriberCostsBoundedMemoryAndLearnsExactlyWhatItLost) 
   ASSERT_TRUE(stuck->wait_for(1, stepper()));
   EXPECT_EQ(stuck->next()["parameters"]["event"]["seq"], kEvents + 1);
   EXPECT_EQ(server_->connection_count(), 3u);
+}
+
+// A real client reads on its own thread while the loop writes. Then one flush can hand the socket
+// everything the stream buffer held while events still wait in the queue; the stream must go on
+// without waiting for a notification that will not come (the queue never became empty).
+TEST_F(ServerTest, SubscriberReadingConcurrentlyGetsEveryEvent) {
+  ServerLimits limits;
+  limits.queue_events = 8192;
+  start(limits);
+  auto s = subscriber();
+  constexpr size_t kEvents = 6000;
+  int fd = s->fd();
+  ASSERT_EQ(::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK), 0);
+  std::atomic<size_t> received{0};
+  std::thread reader([&] {
+    std::vector<char> buf(1 << 16);
+    while (received < kEvents) {
+      ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+      if (n <= 0) break;
+      received += static_cast<size_t>(std::count(buf.data(), buf.data() + n, '\0'));
+    }
+  });
+  for (size_t i = 0; i < kEvents; ++i) publish("space.threshold", 1000);
+  // The real-time bound turns a stalled stream into a failure instead of a hang.
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (received < kEvents && std::chrono::steady_clock::now() < deadline) loop_->step(20ms);
+  size_t got = received;
+  ::shutdown(fd, SHUT_RDWR);  // unblocks the reader if it is still waiting
+  reader.join();
+  EXPECT_EQ(got, kEvents);
+}
+
+// A streaming client that sends a call is refused and closed once it has read the error. Until
+// it reads, the connection waits with output pending; more input from it must not make the loop
+// spin (level-triggered EPOLLIN on bytes the server no longer reads).
+TEST_F(ServerTest, ClosingConnectionDoesNotSpinOnUnreadInput) {
+  auto s = subscriber();
+  for (int i = 0; i < 2000; ++i) publish("space.threshold", 1000);  // fills its socket
+  for (int i = 0; i < 5; ++i) step();
+  ASSERT_TRUE(s->call("io.storwatch.Echo"));  // not allowed while streaming
+  for (int i = 0; i < 5; ++i) step();
+  ASSERT_TRUE(s->call("io.storwatch.Echo"));  // sits unread in the server's receive buffer
+  for (int i = 0; i < 5; ++i) step();
+  EXPECT_EQ(loop_->step(0ms), 0u) << "the loop keeps running callbacks for an idle connection";
+  EXPECT_EQ(server_->connection_count(), 1u);
+  // When the client reads, it gets the events, the error, and then the end of the stream.
+  EXPECT_TRUE(s->wait_for_eof(stepper(), 10000));
+  ASSERT_FALSE(s->messages().empty());
+  EXPECT_EQ(s->messages().back()["error"], errs::kInvalidParameter);
+  for (int i = 0; i < 3; ++i) step();
+  EXPECT_EQ(server_->connection_count(), 0u);
 }
 
 TEST_F(ServerTest, ClientThatNeverReadsRepliesIsDroppedAtMaxOutput) {
