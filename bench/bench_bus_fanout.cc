@@ -12,7 +12,7 @@
 //   with blocking send(), each read by a thread with the same counting loop. No JSON, no queues, no
 //   epoll: the most a single writing thread gets through the kernel here.
 //
-// Usage: bench_bus_fanout [--events-scale X] [--repeat N]   (prints a Markdown table)
+// Usage: bench_bus_fanout [--events-scale X] [--repeat N] [--subscribers N]   (prints a Markdown table)
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -148,7 +148,7 @@ void send_all(int fd, std::string_view data) {
   }
 }
 
-struct Result {
+struct Run {
   double seconds = 0;
   size_t per_subscriber = 0;
   size_t subscribers = 0;
@@ -156,7 +156,7 @@ struct Result {
   double deliveries_per_s() const { return events_per_s() * static_cast<double>(subscribers); }
 };
 
-Result run_storwatch(size_t subscribers, size_t events, const std::string& socket_path) {
+Run run_storwatch(size_t subscribers, size_t events, const std::string& socket_path) {
   RealClock clock;
   auto loop_r = EventLoop::create(clock);
   if (!loop_r) die(loop_r.error().message());
@@ -238,7 +238,7 @@ Result run_storwatch(size_t subscribers, size_t events, const std::string& socke
   return {seconds, events, subscribers};
 }
 
-Result run_raw(size_t subscribers, size_t events) {
+Run run_raw(size_t subscribers, size_t events) {
   RealClock clock;
   Bus bus(clock, kJournal, 0, nullptr);
   auto e = bus.publish(sample_event());
@@ -279,6 +279,18 @@ Result run_raw(size_t subscribers, size_t events) {
   return {seconds, events, subscribers};
 }
 
+// The loop's fixed cost per event, whatever the number of subscribers: stamping and serialising it.
+double publish_microseconds() {
+  RealClock clock;
+  Bus bus(clock, kJournal, 0, nullptr);
+  Event e = sample_event();
+  constexpr int kEvents = 100000;
+  auto start = Clock::now();
+  for (int i = 0; i < kEvents; ++i)
+    if (!bus.publish(e)) die("publish failed");
+  return std::chrono::duration<double, std::micro>(Clock::now() - start).count() / kEvents;
+}
+
 std::string human(double v) {
   char buf[32];
   if (v >= 1e6)
@@ -295,14 +307,17 @@ std::string human(double v) {
 int main(int argc, char** argv) {
   double scale = 1.0;
   int repeat = 3;
+  size_t only = 0;  // run just this subscriber count
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--events-scale" && i + 1 < argc) {
       scale = std::atof(argv[++i]);
+    } else if (a == "--subscribers" && i + 1 < argc) {
+      only = static_cast<size_t>(std::atol(argv[++i]));
     } else if (a == "--repeat" && i + 1 < argc) {
       repeat = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: bench_bus_fanout [--events-scale X] [--repeat N]\n");
+      std::fprintf(stderr, "usage: bench_bus_fanout [--events-scale X] [--repeat N] [--subscribers 1|10|100]\n");
       return 2;
     }
   }
@@ -328,6 +343,7 @@ int main(int argc, char** argv) {
   EventPtr sample = make_bus_event(sample_event());
   std::printf("bench_bus_fanout: %s, %u CPUs, reply %zu bytes per event, batches of %zu, window %zu events; best of %d\n\n",
               cpu.c_str(), std::thread::hardware_concurrency(), reply_bytes(sample).size(), kBatch, kWindow, repeat);
+  std::printf("Bus::publish alone (no subscribers): %.2f us per event\n\n", publish_microseconds());
   std::printf("| subscribers | events each | storwatch events/s per subscriber | storwatch deliveries/s | raw deliveries/s | ratio |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|\n");
   std::fflush(stdout);
@@ -335,11 +351,12 @@ int main(int argc, char** argv) {
     size_t subscribers, events;
   };
   for (Case c : {Case{1, 200000}, Case{10, 40000}, Case{100, 5000}}) {
+    if (only && c.subscribers != only) continue;
     size_t events = std::max<size_t>(kBatch, static_cast<size_t>(static_cast<double>(c.events) * scale));
-    Result best_sw, best_raw;
+    Run best_sw, best_raw;
     for (int r = 0; r < repeat; ++r) {
-      Result sw = run_storwatch(c.subscribers, events, socket_path);
-      Result raw = run_raw(c.subscribers, events);
+      Run sw = run_storwatch(c.subscribers, events, socket_path);
+      Run raw = run_raw(c.subscribers, events);
       if (r == 0 || sw.seconds < best_sw.seconds) best_sw = sw;
       if (r == 0 || raw.seconds < best_raw.seconds) best_raw = raw;
     }

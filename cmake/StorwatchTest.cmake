@@ -1,8 +1,9 @@
-# storwatch_add_test(NAME SOURCES ... LIBS ... [PRIVILEGED])
-# One gtest binary per module; each test case becomes a CTest test with a timeout.
+# storwatch_add_test(NAME SOURCES ... LIBS ... [PRIVILEGED] [PREFIX p])
+# One gtest binary per module; each test case becomes a CTest test with a timeout. PREFIX goes in
+# front of each CTest name ("daemon_core." lets `ctest -R daemon_core` pick one binary's tests).
 include(GoogleTest)
 function(storwatch_add_test name)
-  cmake_parse_arguments(ARG "PRIVILEGED" "" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(ARG "PRIVILEGED" "PREFIX" "SOURCES;LIBS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main GTest::gmock storwatch_warnings)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
@@ -10,7 +11,8 @@ function(storwatch_add_test name)
   if(ARG_PRIVILEGED)
     set(labels privileged)
   endif()
-  gtest_discover_tests(${name} PROPERTIES TIMEOUT 60 LABELS "${labels}" DISCOVERY_TIMEOUT 30)
+  gtest_discover_tests(${name} TEST_PREFIX "${ARG_PREFIX}" PROPERTIES TIMEOUT 60 LABELS "${labels}"
+    DISCOVERY_TIMEOUT 30)
 endfunction()
 
 # storwatch_add_script_test(NAME COMMAND ... [TIMEOUT s]): integration tests (python), 77 means skipped.

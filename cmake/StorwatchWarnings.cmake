@@ -12,7 +12,7 @@ endif()
 
 # Fuzzing builds instrument every library for coverage; the fuzz targets add the libFuzzer main.
 if(STORWATCH_FUZZ)
-  target_compile_options(storwatch_warnings INTERFACE -fsanitize=fuzzer-no-link,address,undefined
+  target_compile_options(storwatch_warnings INTERFACE -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
     -fno-omit-frame-pointer)
   target_link_options(storwatch_warnings INTERFACE -fsanitize=address,undefined)
 endif()

@@ -30,7 +30,8 @@ std::string default_socket_path();
 
 struct EventFilter {
   std::vector<std::string> types;     // globs, e.g. "space.*"
-  std::vector<std::string> fs;        // any path on each filesystem of interest
+  std::vector<std::string> fs;        // any path on each filesystem of interest; absolute, since
+                                      // the daemon resolves paths in its own working directory
   std::optional<Severity> min_severity;
   std::vector<std::string> subtypes;  // detail.subtype values
 };

@@ -50,6 +50,8 @@ std::optional<WallTime> parse_time(std::string_view s) {
     long long v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+    // system_clock counts nanoseconds in 64 bits: about 1678 to 2262.
+    if (v < -9000000000LL || v > 9000000000LL) return std::nullopt;
     return WallTime(seconds(v));
   }
   struct tm tm {};
@@ -86,6 +88,8 @@ std::optional<WallTime> parse_time(std::string_view s) {
   }
   if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60)
     return std::nullopt;
+  // system_clock counts nanoseconds in 64 bits: about 1678 to 2262.
+  if (year < 1700 || year > 2250) return std::nullopt;
   tm.tm_year = year - 1900;
   tm.tm_mon = mon - 1;
   tm.tm_mday = day;

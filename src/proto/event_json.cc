@@ -1,6 +1,9 @@
 // The JSON form of an Event (docs/events.md) and its readable line.
 #include <fmt/format.h>
 
+#include <limits>
+#include <type_traits>
+
 #include <storwatch/event.h>
 
 #include "base/time_format.h"
@@ -66,6 +69,22 @@ Result<T> get(const json& j, const char* key, bool required, T fallback = T{}) {
   if (it == j.end() || it->is_null()) {
     if (required) return fail_invalid(fmt::format("event: missing field \"{}\"", key));
     return fallback;
+  }
+  if constexpr (std::is_integral_v<T>) {
+    // get<> on a float or an out-of-range integer is undefined behaviour, not an exception.
+    if (!it->is_number_integer())
+      return fail_invalid(fmt::format("event: field \"{}\" must be an integer", key));
+    if (it->is_number_unsigned()) {
+      auto v = it->get<uint64_t>();
+      if (v > static_cast<uint64_t>(std::numeric_limits<T>::max()))
+        return fail_invalid(fmt::format("event: field \"{}\" is out of range", key));
+      return static_cast<T>(v);
+    }
+    auto v = it->get<int64_t>();
+    if (v < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+        (v > 0 && static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max())))
+      return fail_invalid(fmt::format("event: field \"{}\" is out of range", key));
+    return static_cast<T>(v);
   }
   try {
     return it->get<T>();

@@ -1,5 +1,5 @@
 # The daemon core with fakes at every kernel boundary: event loop, bus, config, state database,
-# server and manager. Every loop is stepped by the test; nothing sleeps.
+# server and manager. Every loop is stepped by the test; nothing sleeps. `ctest -R daemon_core`.
 storwatch_add_test(daemon_core_test
   SOURCES
     daemon/event_loop_test.cc
@@ -8,4 +8,5 @@ storwatch_add_test(daemon_core_test
     daemon/state_db_test.cc
     daemon/server_test.cc
     daemon/manager_test.cc
-  LIBS storwatch_daemon)
+  LIBS storwatch_daemon
+  PREFIX daemon_core.)

@@ -11,8 +11,11 @@ EventPtr make_bus_event(Event e) {
   return b;
 }
 
-Subscriber::Subscriber(size_t capacity, Filter filter, std::function<void()> notify)
-    : capacity_(std::max<size_t>(1, capacity)), filter_(std::move(filter)), notify_(std::move(notify)) {}
+Subscriber::Subscriber(size_t capacity, Filter filter, std::function<void()> notify, const Clock* clock)
+    : capacity_(std::max<size_t>(1, capacity)),
+      clock_(clock),
+      filter_(std::move(filter)),
+      notify_(std::move(notify)) {}
 
 void Subscriber::offer(const EventPtr& e) {
   if (filter_ && !filter_(e->event)) return;
@@ -39,7 +42,7 @@ EventPtr Subscriber::take_lost() {
   l.severity = Severity::warning;
   l.source = "bus";
   l.count = lost_;
-  l.time = l.first_time = l.last_time = std::chrono::system_clock::now();
+  l.time = l.first_time = l.last_time = clock_ ? clock_->wall_now() : std::chrono::system_clock::now();
   // Per-subscriber and never journaled: it has no sequence number of its own (seq 0).
   l.detail = {{"count", lost_}, {"first_seq", lost_first_}, {"last_seq", lost_last_},
               {"reason", "subscriber queue full"}};
@@ -94,7 +97,7 @@ Result<EventPtr> Bus::publish(Event e) {
 
 std::shared_ptr<Subscriber> Bus::subscribe(size_t capacity, Subscriber::Filter filter,
                                            std::function<void()> notify) {
-  auto s = std::make_shared<Subscriber>(capacity, std::move(filter), std::move(notify));
+  auto s = std::make_shared<Subscriber>(capacity, std::move(filter), std::move(notify), &clock_);
   subscribers_.push_back(s);
   return s;
 }

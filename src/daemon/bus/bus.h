@@ -35,7 +35,9 @@ EventPtr make_bus_event(Event e);
 class Subscriber {
  public:
   using Filter = std::function<bool(const Event&)>;
-  Subscriber(size_t capacity, Filter filter, std::function<void()> notify);
+  // `clock` stamps stream.lost events (the system clock when null).
+  Subscriber(size_t capacity, Filter filter, std::function<void()> notify,
+             const Clock* clock = nullptr);
 
   // Bus side: queue the event if it matches; count it as lost if the queue is full.
   void offer(const EventPtr& e);
@@ -49,6 +51,7 @@ class Subscriber {
   EventPtr take_lost();
 
   size_t capacity_;
+  const Clock* clock_;
   Filter filter_;
   std::function<void()> notify_;
   std::deque<EventPtr> queue_;

@@ -58,6 +58,26 @@ clients = 256                  # connections at once
 message_bytes = 65536          # largest request
 subscriptions_per_process = 32 # concurrent Subscribe streams of one client process
 queue_events = 4096            # events queued per subscriber before it gets stream.lost
+
+[journal]
+# Every event is kept in the state database (SQLite, WAL) for `storwatch history` and for clients
+# resuming with --after. The oldest events go first when either limit is reached.
+max_age = "30d"
+max_size = "256M"
+# Events wait in memory (at most this many) while the journal's disk is full; beyond that they are
+# recorded as lost (a stream.lost entry with the count).
+buffer_events = 100000
+
+[fold]
+# The first of a flood of equal events is sent at once; equal ones in the window that follows are
+# sent as one event with their count. "0s" turns folding off.
+window = "1s"
+max_keys = 4096
+
+[replay]
+# A FIFO whose lines (JSON events: {"type": ..., "fs": PATH, "detail": {...}}) are emitted as
+# events: for demonstrations, recorded streams and tests. Off when empty.
+fifo = ""
 )";
 
 Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
@@ -77,6 +97,8 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
     ms = v * 60000;
   else if (unit == "h")
     ms = v * 3600000;
+  else if (unit == "d")
+    ms = v * 86400000;
   else
     return fail_invalid(fmt::format("invalid duration \"{}\": unknown unit \"{}\"", text, unit));
   if (!(ms <= 1e15))  // about 30000 years
@@ -183,7 +205,9 @@ class Reader {
 
 Result<void> apply(Config& c, const toml::table& root, std::string_view origin) {
   Reader rd(origin);
-  if (auto r = rd.known(root, "top level", {"daemon", "watch", "thresholds", "rule", "limits"}); !r) return r;
+  if (auto r = rd.known(root, "top level", {"daemon", "watch", "thresholds", "rule", "limits", "journal", "fold", "replay"});
+      !r)
+    return r;
   auto section = [&](std::string_view name) -> Result<const toml::table*> {
     auto n = root.get(name);
     if (!n) return static_cast<const toml::table*>(nullptr);
@@ -248,6 +272,37 @@ Result<void> apply(Config& c, const toml::table& root, std::string_view origin) 
     CFG_TRY(c.limits.max_subscriptions_per_process,
             rd.count(*t, "limits", "subscriptions_per_process", c.limits.max_subscriptions_per_process, 1, 10000));
     CFG_TRY(c.limits.queue_events, rd.count(*t, "limits", "queue_events", c.limits.queue_events, 16, 1 << 24));
+  }
+  CFG_TRY(t, section("journal"));
+  if (t) {
+    if (auto r = rd.known(*t, "journal", {"max_age", "max_size", "buffer_events"}); !r) return r;
+    std::chrono::milliseconds age;
+    CFG_TRY(age, rd.duration(*t, "journal", "max_age",
+                             std::chrono::duration_cast<std::chrono::milliseconds>(c.journal_max_age)));
+    if (age < std::chrono::seconds(60)) return fail(rd.err("journal.max_age", "must be at least 1m"));
+    c.journal_max_age = std::chrono::duration_cast<std::chrono::seconds>(age);
+    std::string size;
+    CFG_TRY(size, rd.string(*t, "journal", "max_size", ""));
+    if (!size.empty()) {
+      auto a = parse_amount(size, Resource::blocks);
+      if (!a || a->unit != Amount::Unit::absolute)
+        return fail(rd.err("journal.max_size", fmt::format("\"{}\" is not a size like 256M or 1G", size)));
+      if (a->value < (1u << 20)) return fail(rd.err("journal.max_size", "must be at least 1M"));
+      c.journal_max_bytes = a->value;
+    }
+    CFG_TRY(c.journal_buffer_events,
+            rd.count(*t, "journal", "buffer_events", c.journal_buffer_events, 1000, 10000000));
+  }
+  CFG_TRY(t, section("fold"));
+  if (t) {
+    if (auto r = rd.known(*t, "fold", {"window", "max_keys"}); !r) return r;
+    CFG_TRY(c.fold_window, rd.duration(*t, "fold", "window", c.fold_window));
+    CFG_TRY(c.fold_max_keys, rd.count(*t, "fold", "max_keys", c.fold_max_keys, 1, 1000000));
+  }
+  CFG_TRY(t, section("replay"));
+  if (t) {
+    if (auto r = rd.known(*t, "replay", {"fifo"}); !r) return r;
+    CFG_TRY(c.replay_fifo, rd.string(*t, "replay", "fifo", c.replay_fifo));
   }
   return {};
 }

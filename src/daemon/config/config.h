@@ -37,6 +37,18 @@ struct Config {
   std::vector<Rule> rules;            // rules from the config file (not changeable at runtime)
 
   ServerLimits limits;
+
+  // [journal]: the event history in the state database.
+  std::chrono::seconds journal_max_age{30 * 24 * 3600};
+  uint64_t journal_max_bytes = 256ull << 20;
+  size_t journal_buffer_events = 100000;  // waiting in memory while the disk is full
+
+  // [fold]: floods of equal events become one event with a count per window.
+  std::chrono::milliseconds fold_window{1000};
+  size_t fold_max_keys = 4096;
+
+  // [replay]: a FIFO whose JSON lines are emitted as events (off when empty).
+  std::string replay_fifo;
 };
 
 // Parses TOML text on top of the embedded defaults. `origin` names the file in messages.
@@ -44,7 +56,7 @@ struct Config {
 // Reads `path`; a missing file is fine only when `missing_ok` (the default path), giving defaults.
 [[nodiscard]] Result<Config> load_config(const std::string& path, bool missing_ok);
 
-// "5s", "100ms", "2m", "1h", or a plain number of seconds.
+// "5s", "100ms", "2m", "1h", "30d", or a plain number of seconds.
 [[nodiscard]] Result<std::chrono::milliseconds> parse_duration(std::string_view text);
 
 }  // namespace storwatch::daemon

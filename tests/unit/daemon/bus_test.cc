@@ -179,6 +179,7 @@ TEST_F(BusTest, SlowSubscriberGetsOneStreamLostWithTheExactGap) {
   EXPECT_EQ(lost.detail["count"], kEvents - kCap);
   EXPECT_EQ(lost.detail["first_seq"], kCap + 1);
   EXPECT_EQ(lost.detail["last_seq"], kEvents);
+  EXPECT_EQ(lost.time, clock_.wall_now());  // stamped by the bus's clock, like every event
   EXPECT_EQ(slow->lost_total(), kEvents - kCap);
   EXPECT_TRUE(slow->empty());
   EXPECT_EQ(slow->pop(), nullptr);

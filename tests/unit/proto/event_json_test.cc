@@ -219,6 +219,28 @@ TEST(EventJson, BadInputsAreErrorsNotExceptions) {
   }
 }
 
+// Found by fuzz/varlink_fuzz.cc; disabled until fixed, because today both are undefined behaviour
+// (UBSan reports them) and return garbage instead of an error:
+// - get<uint64_t>() of a float out of range (nlohmann casts without checking) in event_json.cc;
+// - parse_time() of a year outside what system_clock's nanoseconds hold (~1678..2262) overflows in
+//   base/time_format.cc, also "@SECONDS" with a huge value.
+TEST(EventJson, OutOfRangeNumbersAndTimesAreErrors) {
+  json good = event_to_json(full_event());
+  auto with = [&](const char* key, json v) {
+    json j = good;
+    j[key] = std::move(v);
+    return j;
+  };
+  for (const json& j : {with("seq", 1e300), with("seq", 2.5), with("count", -1.0e30),
+                        with("time", "1013-11-21T23:00:00Z"), with("time", "9999-01-01T00:00:00Z"),
+                        with("last_time", "@99999999999999")}) {
+    EXPECT_FALSE(event_from_json(j)) << j.dump();
+  }
+  json fs = good;
+  fs["fs"]["major"] = 1e20;
+  EXPECT_FALSE(event_from_json(fs));
+}
+
 TEST(EventJson, SeverityNames) {
   for (Severity s : {Severity::info, Severity::warning, Severity::error, Severity::critical})
     EXPECT_EQ(parse_severity(severity_name(s)), s);
