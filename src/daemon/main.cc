@@ -149,6 +149,7 @@ int main(int argc, char** argv) {
   m.loop().run();
   sd_notify(0, "STOPPING=1");
   log_info("storwatchd stopping");
+  m.shutdown();
   // Statfs workers stuck in a hung filesystem are not waited for: they end with the process.
   manager->reset();
   std::fflush(stdout);

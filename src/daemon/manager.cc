@@ -59,10 +59,42 @@ Manager::Manager(Config config, Options options)
       inventory_([this](const MountEntry& m) { return is_watched(m); }) {}
 
 Manager::~Manager() {
+  *alive_ = false;
   // The server and sources reference the loop and bus; tear down in dependency order.
   server_.reset();
+  replay_.reset();
   space_.reset();
   statfs_.reset();
+  folder_.reset();
+  journal_.reset();  // flushes (bounded) and stops the writer
+}
+
+void Manager::shutdown() {
+  folder_->flush_all();
+  if (journal_->flush(std::chrono::milliseconds(5000)) && journal_->healthy()) {
+    if (auto r = db_->mark_clean_shutdown(bus_->last_seq()); !r)
+      log_warning("recording the clean shutdown: {}", r.error().message());
+  } else {
+    log_warning("the journal could not be flushed before exit; the next start reports the gap");
+  }
+}
+
+void Manager::on_journal_status(bool ok, const std::string& reason) {
+  Event e;
+  e.source = "journal";
+  if (ok) {
+    e.type = "daemon.recovered";
+    e.severity = Severity::info;
+    e.detail = {{"source", "journal"}, {"reason", "the journal is written again"}};
+    log_info("journal: writing again");
+  } else {
+    e.type = "daemon.degraded";
+    e.severity = Severity::error;
+    e.detail = {{"source", "journal"},
+                {"reason", reason + "; events are delivered live and wait in memory for the journal"}};
+    log_error("journal: {}", reason);
+  }
+  emit(std::move(e));
 }
 
 Result<std::unique_ptr<Manager>> Manager::create(Config config, Options options, Deps deps) {
@@ -100,6 +132,30 @@ Result<void> Manager::start(Deps deps) {
   StateDb* dbp = db_.get();
   bus_ = std::make_unique<Bus>(*clock_, db_->journal_id(), db_->seq_reserved(),
                                [dbp](uint64_t upto) { return dbp->reserve_seq(upto); });
+
+  std::weak_ptr<bool> alive = alive_;
+  EventLoop* loop_ptr = loop_.get();
+  auto journal = Journal::open(
+      db_->path(),
+      JournalOptions{.buffer_events = config_.journal_buffer_events,
+                     .max_age = config_.journal_max_age,
+                     .max_bytes = config_.journal_max_bytes},
+      [this, alive, loop_ptr](bool ok, std::string reason) {
+        // Called on the journal's writer thread: hand it to the loop.
+        loop_ptr->post([this, alive, ok, reason = std::move(reason)] {
+          if (alive.lock()) on_journal_status(ok, reason);
+        });
+      });
+  if (!journal) return fail(journal.error());
+  journal_ = std::move(*journal);
+  // Numbers reserved before a crash whose events never reached the journal: say so, once.
+  if (!db_->clean_at_open() && journal_->max_seq_at_open() < db_->seq_reserved())
+    journal_->append_gap(journal_->max_seq_at_open() + 1, db_->seq_reserved(),
+                         "storwatchd stopped before these sequence numbers were journaled (at most this many events)");
+  Journal* jp = journal_.get();
+  bus_->add_observer([jp](const EventPtr& e) { jp->append(e); });
+  folder_ = std::make_unique<Folder>(*loop_, [this](Event e) { publish(std::move(e)); },
+                                     Folder::Options{config_.fold_window, config_.fold_max_keys});
   if (options_.print) {
     bus_->add_observer([](const EventPtr& e) {
       std::string line = event_to_line(e->event);
@@ -140,6 +196,19 @@ Result<void> Manager::start(Deps deps) {
   }
   refresh_mounts();
 
+  if (!config_.replay_fifo.empty()) {
+    auto replay = ReplaySource::create(
+        *loop_, config_.replay_fifo,
+        [this](const std::string& path) -> std::optional<FsRef> {
+          const Filesystem* fs = resolve_path(path);
+          if (!fs) return std::nullopt;
+          return fs_ref(*fs);
+        },
+        [this](Event e) { emit(std::move(e)); });
+    if (!replay) return fail(replay.error());
+    replay_ = std::move(*replay);
+  }
+
   UniqueFd listener;
   if (deps.listener) {
     listener = std::move(*deps.listener);
@@ -163,11 +232,14 @@ void Manager::reload(Config config) {
   config.state_dir = config_.state_dir;
   config_ = std::move(config);
   server_->set_limits(config_.limits);
+  folder_->set_options({config_.fold_window, config_.fold_max_keys});
   space_->set_options({config_.statfs_timeout, config_.poll_min, config_.poll_max});
   apply_policy();
 }
 
-void Manager::emit(Event e) {
+void Manager::emit(Event e) { folder_->offer(std::move(e)); }
+
+void Manager::publish(Event e) {
   auto r = bus_->publish(std::move(e));
   if (!r) {
     ++dropped_;
@@ -251,39 +323,101 @@ const Filesystem* Manager::resolve_path(const std::string& path) const {
 // Service
 
 json Manager::stream_reply_fields() const {
-  // Nothing is journaled before the journal exists: journaled_seq stays 0.
-  return {{"journal_id", bus_->journal_id()}, {"journaled_seq", 0}};
+  return {{"journal_id", bus_->journal_id()}, {"journaled_seq", journal_->journaled_seq()}};
 }
 
-Reply<Service::Stream> Manager::subscribe(const Peer&, const json& p) {
-  if (!p.is_object()) return reply_error(errs::kInvalidParameter, {{"parameter", "parameters"}, {"reason", "must be an object"}});
+Reply<Subscriber::Filter> Manager::make_filter(const json& p) {
   auto f = proto::filter_from_json(p.contains("filter") ? p["filter"] : json(nullptr));
   if (!f) {
     if (f.error().name() == errs::kLimitExceeded)
       return reply_error(errs::kLimitExceeded, {{"limit", "filter_entries"}, {"max", proto::kMaxFilterEntries}});
     return tl::unexpected(invalid_param("filter", f.error().message()));
   }
-  if (p.contains("after") && !p["after"].is_null())
-    return tl::unexpected(invalid_param(
-        "after", "replay from the journal is not supported by this storwatchd version yet"));
-  if (p.contains("mounts") && p["mounts"].is_boolean() && p["mounts"].get<bool>())
-    return tl::unexpected(invalid_param(
-        "mounts", "mount table streaming is not supported by this storwatchd version yet"));
   std::set<std::string> devs;
   for (const auto& path : f->fs) {
     const Filesystem* fs = resolve_path(path);
     if (!fs) return reply_error(errs::kNoSuchFilesystem, {{"path", path}});
     devs.insert(fs->dev());
   }
-  Stream s;
-  s.filter = [filter = std::move(*f), devs = std::move(devs)](const Event& e) {
-    // stream.lost is per subscriber and generated after filtering.
+  return Subscriber::Filter([filter = std::move(*f), devs = std::move(devs)](const Event& e) {
     if (!proto::matches_type_severity_subtype(filter, e)) return false;
     if (!devs.empty() && (!e.fs || !devs.count(e.fs->dev()))) return false;
     return true;
-  };
+  });
+}
+
+Reply<Service::Stream> Manager::subscribe(const Peer&, const json& p) {
+  if (!p.is_object()) return reply_error(errs::kInvalidParameter, {{"parameter", "parameters"}, {"reason", "must be an object"}});
+  auto filter = make_filter(p);
+  if (!filter) return tl::unexpected(filter.error());
+  if (p.contains("mounts") && p["mounts"].is_boolean() && p["mounts"].get<bool>())
+    return tl::unexpected(invalid_param(
+        "mounts", "mount table streaming is not supported by this storwatchd version yet"));
+  Stream s;
+  s.filter = std::move(*filter);
+  if (auto a = p.find("after"); a != p.end() && !a->is_null()) {
+    if (!a->is_number_unsigned()) return tl::unexpected(invalid_param("after", "must be a sequence number"));
+    if (auto id = p.find("journal_id"); id != p.end() && !id->is_null()) {
+      if (!id->is_string()) return tl::unexpected(invalid_param("journal_id", "must be a string"));
+      if (id->get<std::string>() != bus_->journal_id())
+        return reply_error(errs::kJournalMismatch,
+                           {{"expected", id->get<std::string>()}, {"actual", bus_->journal_id()}});
+    }
+    s.after = a->get<uint64_t>();
+    Journal* j = journal_.get();
+    s.fetch = [j](uint64_t after, size_t max) { return j->read({.after = after, .limit = max}); };
+  }
   s.first_reply = stream_reply_fields();
   return s;
+}
+
+Reply<json> Manager::list_events(const json& p) {
+  auto filter = make_filter(p);
+  if (!filter) return tl::unexpected(filter.error());
+  Journal::Query q;
+  if (auto a = p.find("after"); a != p.end() && !a->is_null()) {
+    if (!a->is_number_unsigned()) return tl::unexpected(invalid_param("after", "must be a sequence number"));
+    q.after = a->get<uint64_t>();
+  }
+  if (auto since = p.find("since"); since != p.end() && !since->is_null()) {
+    auto t = since->is_string() ? parse_time(since->get<std::string>()) : std::nullopt;
+    if (!t) return tl::unexpected(invalid_param("since", "expected an RFC 3339 time such as 2026-11-21T23:00:00Z"));
+    q.since = *t;
+  }
+  size_t limit = kListEventsDefault;
+  if (auto l = p.find("limit"); l != p.end() && !l->is_null()) {
+    if (!l->is_number_unsigned() || l->get<uint64_t>() == 0)
+      return tl::unexpected(invalid_param("limit", "must be a positive number"));
+    limit = std::min<uint64_t>(l->get<uint64_t>(), kListEventsMax);
+  }
+  // Scan in pages, filtering here; bounded per call, with next_after to continue.
+  json events = json::array();
+  size_t scanned = 0;
+  bool exhausted = false;
+  uint64_t cursor = q.after;
+  while (events.size() < limit && scanned < kListEventsScan) {
+    q.after = cursor;
+    q.limit = 1000;
+    auto page = journal_->read(q);
+    if (!page) return tl::unexpected(invalid_param("journal", page.error().message()));
+    if (page->empty()) {
+      exhausted = true;
+      break;
+    }
+    for (const auto& e : *page) {
+      ++scanned;
+      cursor = e->event.seq;
+      if (e->event.type == "stream.lost" || (*filter)(e->event)) {
+        events.push_back(json::parse(e->json, nullptr, false));
+        if (events.size() >= limit) break;
+      }
+    }
+  }
+  json out = {{"events", std::move(events)},
+              {"journal_id", bus_->journal_id()},
+              {"journaled_seq", journal_->journaled_seq()}};
+  if (!exhausted) out["next_after"] = cursor;
+  return out;
 }
 
 Reply<json> Manager::call(const Peer& peer, const std::string& method, const json& p) {
@@ -294,7 +428,8 @@ Reply<json> Manager::call(const Peer& peer, const std::string& method, const jso
   if (method == "AddRule") return add_rule(peer, p);
   if (method == "RemoveRule") return remove_rule(peer, p);
   if (method == "Doctor") return doctor(peer);
-  if (method == "ListEvents" || method == "ListMounts")
+  if (method == "ListEvents") return list_events(p);
+  if (method == "ListMounts")
     return reply_error(errs::kMethodNotImplemented, {{"method", "io.storwatch." + method}});
   return reply_error(errs::kMethodNotFound, {{"method", "io.storwatch." + method}});
 }
@@ -465,7 +600,9 @@ Reply<json> Manager::doctor(const Peer& peer) {
   return json{{"sources", sources},
               {"version", STORWATCH_VERSION},
               {"journal_id", bus_->journal_id()},
-              {"journaled_seq", 0},
+              {"journaled_seq", journal_->journaled_seq()},
+              {"journal_healthy", journal_->healthy()},
+              {"journal_buffered", journal_->buffered()},
               {"last_seq", bus_->last_seq()},
               {"uid", peer.uid},
               {"capabilities", effective_capabilities()}};

@@ -11,6 +11,9 @@
 #include "base/clock.h"
 #include "base/result.h"
 #include "daemon/bus/bus.h"
+#include "daemon/bus/folder.h"
+#include "daemon/journal/journal.h"
+#include "daemon/source/replay_source.h"
 #include "daemon/config/config.h"
 #include "daemon/loop/event_loop.h"
 #include "daemon/mount/inventory.h"
@@ -42,9 +45,13 @@ class Manager final : public Service {
   size_t step(std::chrono::milliseconds max_wait) { return loop_->step(max_wait); }
   // Applies a new configuration (SIGHUP). The socket and state directory stay as they are.
   void reload(Config config);
-  // Publishes an event from a source. Never fails the caller; a failure to reserve sequence numbers
-  // is logged and the event dropped and counted.
+  // Hands an event from a source to folding and then the bus. Never fails the caller; a failure to
+  // reserve sequence numbers is logged and the event dropped and counted.
   void emit(Event e);
+  // Clean exit: sends pending folds, waits (bounded) for the journal, and records that no number
+  // was lost, so the next start reports no gap.
+  void shutdown();
+  Journal& journal() { return *journal_; }
   // Re-reads the mount table now (normally driven by POLLPRI).
   void refresh_mounts();
 
@@ -71,6 +78,14 @@ class Manager final : public Service {
   Reply<nlohmann::json> add_rule(const Peer& peer, const nlohmann::json& p);
   Reply<nlohmann::json> remove_rule(const Peer& peer, const nlohmann::json& p);
   Reply<nlohmann::json> doctor(const Peer& peer);
+  Reply<nlohmann::json> list_events(const nlohmann::json& p);
+  Reply<Subscriber::Filter> make_filter(const nlohmann::json& p);
+  void publish(Event e);
+  void on_journal_status(bool ok, const std::string& reason);
+
+  static constexpr size_t kListEventsDefault = 1000;
+  static constexpr size_t kListEventsMax = 10000;
+  static constexpr size_t kListEventsScan = 200000;
 
   Config config_;
   Options options_;
@@ -79,6 +94,10 @@ class Manager final : public Service {
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<StateDb> db_;
   std::unique_ptr<Bus> bus_;
+  std::unique_ptr<Journal> journal_;
+  std::unique_ptr<Folder> folder_;
+  std::unique_ptr<ReplaySource> replay_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::unique_ptr<MountTable> mount_table_;
   Inventory inventory_;
   std::unique_ptr<StatfsRunner> statfs_;

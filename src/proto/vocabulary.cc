@@ -41,6 +41,8 @@ constexpr std::array kTypes = {
                   "an event source cannot work on this kernel or with these privileges"},
     EventTypeInfo{"daemon.degraded", S::error, "detail.source",
                   "part of the monitoring is not working"},
+    EventTypeInfo{"daemon.recovered", S::info, "detail.source",
+                  "a part reported by daemon.degraded works again"},
 };
 
 }  // namespace

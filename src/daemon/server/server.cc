@@ -75,9 +75,10 @@ struct Server::Conn {
   size_t out_off = 0;
   bool closing = false;  // close once `out` is written
   bool streaming = false;
-  std::shared_ptr<Subscriber> sub;
-  std::deque<EventPtr> replay;
-  uint64_t replay_upto = 0;
+  std::shared_ptr<Subscriber> sub;  // null while catching up from the journal
+  Subscriber::Filter filter;
+  std::function<Result<std::vector<EventPtr>>(uint64_t, size_t)> fetch;
+  uint64_t cursor = 0;  // the last seq replayed
   uint32_t interest = 0;
   explicit Conn(size_t max_message) : reader(max_message) {}
   size_t pending() const { return out.size() - out_off; }
@@ -142,7 +143,7 @@ Server::Stats Server::stats() const {
   for (const auto& [fd, c] : conns_) {
     ++s.connections;
     if (c->streaming) ++s.subscriptions;
-    if (c->sub) s.max_queued_events = std::max(s.max_queued_events, c->sub->queued() + c->replay.size());
+    if (c->sub) s.max_queued_events = std::max(s.max_queued_events, c->sub->queued());
     s.max_output_bytes = std::max(s.max_output_bytes, c->pending());
   }
   return s;
@@ -314,19 +315,29 @@ void Server::start_stream(Conn& c, const proto::Call& call) {
   }
   ++n;
   c.streaming = true;
-  c.replay.assign(stream->replay.begin(), stream->replay.end());
-  c.replay_upto = stream->replay_upto;
   int fd = c.fd.get();
-  std::weak_ptr<bool> alive = alive_;
-  c.sub = bus_.subscribe(limits_.queue_events, std::move(stream->filter), [this, fd, alive] {
-    if (alive.lock()) mark_dirty(fd);
-  });
+  c.filter = std::move(stream->filter);
+  if (stream->fetch) {
+    c.fetch = std::move(stream->fetch);
+    c.cursor = stream->after;
+  } else {
+    attach(c);
+  }
   proto::Reply first;
   first.parameters = std::move(stream->first_reply);
   first.continues = true;
   send(c, proto::encode_reply(first));
   if (!conns_.count(fd)) return;  // send() dropped the client (hung up, or over max_output)
   pump_stream(c);
+}
+
+void Server::attach(Conn& c) {
+  int fd = c.fd.get();
+  std::weak_ptr<bool> alive = alive_;
+  c.fetch = nullptr;
+  c.sub = bus_.subscribe(limits_.queue_events, c.filter, [this, fd, alive] {
+    if (alive.lock()) mark_dirty(fd);
+  });
 }
 
 void Server::mark_dirty(int fd) {
@@ -362,21 +373,33 @@ void Server::pump_stream(Conn& c) {
   };
   int fd = c.fd.get();
   for (;;) {
-    while (c.pending() < kStreamOutputLow && !c.replay.empty()) {
-      append(c.replay.front());
-      c.replay.pop_front();
+    while (!c.sub && c.pending() < kStreamOutputLow) {
+      auto page = c.fetch(c.cursor, 256);
+      if (!page) {
+        fail_and_close(c, proto::errors::kInvalidParameter,
+                       {{"parameter", "after"}, {"reason", "reading the journal: " + page.error().message()}});
+        return;
+      }
+      if (page->empty()) {
+        attach(c);  // everything published so far was replayed: live from here, on this turn
+        break;
+      }
+      for (const auto& e : *page) {
+        c.cursor = std::max(c.cursor, e->event.seq);
+        // A gap in the journal concerns every subscriber, whatever its filter.
+        if (e->event.type == "stream.lost" || !c.filter || c.filter(e->event)) append(e);
+      }
     }
-    while (c.replay.empty() && c.pending() < kStreamOutputLow) {
+    while (c.sub && c.pending() < kStreamOutputLow) {
       EventPtr e = c.sub->pop();
       if (!e) break;
-      if (e->event.seq != 0 && e->event.seq <= c.replay_upto) continue;  // already replayed
       append(e);
     }
     flush(c);
     if (!conns_.count(fd)) return;
     // Events are left only if the buffer reached kStreamOutputLow. If the socket then took it
     // all, no EPOLLOUT and no notify (the queue is not empty) would ever come: refill now.
-    if (c.pending() >= kStreamOutputLow || (c.replay.empty() && c.sub->empty())) return;
+    if (c.pending() >= kStreamOutputLow || (c.sub && c.sub->empty())) return;
   }
 }
 

@@ -59,9 +59,12 @@ class Service {
   struct Stream {
     Subscriber::Filter filter;
     nlohmann::json first_reply;  // parameters of the confirming first reply
-    // Events to send before live ones (replay); live events with seq <= replay_upto are skipped.
-    std::vector<EventPtr> replay;
-    uint64_t replay_upto = 0;
+    // Replay (Subscribe with `after`): returns up to `max` events with seq > `after`, in order, or
+    // an empty page once every event published so far was returned. Until then the stream is not
+    // attached to the bus; it attaches on the loop thread right after the empty page, so the switch
+    // from replayed to live events has no gap and no duplicate. Null: live events only.
+    std::function<Result<std::vector<EventPtr>>(uint64_t after, size_t max)> fetch;
+    uint64_t after = 0;
   };
   [[nodiscard]] virtual Reply<Stream> subscribe(const Peer& peer, const nlohmann::json& parameters) = 0;
   // Extra fields for every streamed event reply (journal_id, journaled_seq).
@@ -107,6 +110,7 @@ class Server {
   void fail_and_close(Conn& c, std::string_view name, const nlohmann::json& params);
   void flush(Conn& c);
   void pump_stream(Conn& c);
+  void attach(Conn& c);
   void mark_dirty(int fd);
   void close_conn(int fd);
   void update_interest(Conn& c);

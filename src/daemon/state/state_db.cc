@@ -4,6 +4,10 @@
 #include <sqlite3.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
 
 #include <cerrno>
 #include <fmt/format.h>
@@ -50,6 +54,55 @@ std::string random_id() {
 
 StateDb::~StateDb() {
   if (db_) sqlite3_close(db_);
+  if (seq_fd_ >= 0) ::close(seq_fd_);
+}
+
+namespace {
+// The seq file holds one fixed-size record, rewritten in place: "reserved=N clean=0|1\n" padded
+// with spaces. Its blocks are allocated once, so rewriting needs no free space.
+constexpr size_t kSeqRecord = 64;
+}  // namespace
+
+Result<void> StateDb::open_seq_file(const std::string& dir) {
+  std::string path = dir + "/seq";
+  seq_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (seq_fd_ < 0) return fail_errno(errno, "opening " + path);
+  char buf[kSeqRecord + 1] = {};
+  ssize_t n = ::pread(seq_fd_, buf, kSeqRecord, 0);
+  if (n < 0) return fail_errno(errno, "reading " + path);
+  if (n == 0) {
+    // New state directory, or one from before this file existed: take the database's value.
+    if (auto r = write_seq(seq_reserved_, false); !r) return r;
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+    return {};
+  }
+  unsigned long long reserved = 0;
+  int clean = 0;
+  if (std::sscanf(buf, "reserved=%llu clean=%d", &reserved, &clean) != 2)
+    return fail_invalid(fmt::format("{} is damaged; remove it only if the state directory is new", path));
+  seq_reserved_ = std::max<uint64_t>(seq_reserved_, reserved);
+  clean_at_open_ = clean == 1;
+  return {};
+}
+
+Result<void> StateDb::write_seq(uint64_t reserved, bool clean) {
+  std::string rec = fmt::format("reserved={} clean={}", reserved, clean ? 1 : 0);
+  rec.resize(kSeqRecord - 1, ' ');
+  rec.push_back('\n');
+  if (::pwrite(seq_fd_, rec.data(), rec.size(), 0) != static_cast<ssize_t>(rec.size()))
+    return fail_errno(errno, "writing the sequence reservation");
+  if (::fdatasync(seq_fd_) < 0) return fail_errno(errno, "syncing the sequence reservation");
+  return {};
+}
+
+Result<void> StateDb::mark_clean_shutdown(uint64_t last_seq) {
+  if (auto r = write_seq(last_seq, true); !r) return r;
+  seq_reserved_ = last_seq;
+  return {};
 }
 
 Result<void> StateDb::exec(const char* sql) {
@@ -73,6 +126,7 @@ Result<std::unique_ptr<StateDb>> StateDb::open(const std::string& state_dir) {
   sqlite3_busy_timeout(s->db_, 2000);
   auto r = s->init_schema();
   if (!r) return fail(r.error());
+  if (auto f = s->open_seq_file(state_dir); !f) return fail(f.error());
   return s;
 }
 
@@ -116,10 +170,7 @@ Result<void> StateDb::init_schema() {
 }
 
 Result<void> StateDb::reserve_seq(uint64_t upto) {
-  Stmt st(db_, "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_reserved', ?1)");
-  std::string v = std::to_string(upto);
-  sqlite3_bind_text(st.get(), 1, v.c_str(), -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "reserving sequence numbers"));
+  if (auto r = write_seq(upto, false); !r) return r;
   seq_reserved_ = upto;
   return {};
 }

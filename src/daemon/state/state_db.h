@@ -1,7 +1,8 @@
-// StateDb: the daemon's durable state in SQLite (WAL) under the state directory: the journal id,
-// the sequence-number reservation, rules set at runtime and the levels currently crossed. The
-// journal (a later change) adds its tables to the same database. Loop-thread only; every write is
-// a small transaction with synchronous=FULL, so it is durable when the call returns.
+// StateDb: the daemon's durable state under the state directory. In SQLite (WAL, storwatch.db): the
+// journal id, rules set at runtime and the levels currently crossed; the journal keeps its events in
+// the same database. The sequence-number reservation lives in a small preallocated file (`seq`)
+// rewritten in place, so numbers can still be reserved when the disk is full (SQLite then cannot
+// write) and live delivery goes on. Loop-thread only; every write is durable when the call returns.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,11 @@ class StateDb {
   uint64_t seq_reserved() const { return seq_reserved_; }
   // Durably records that numbers up to `upto` may be in use.
   [[nodiscard]] Result<void> reserve_seq(uint64_t upto);
+  // Whether the previous run ended cleanly with every number up to seq_reserved() journaled.
+  bool clean_at_open() const { return clean_at_open_; }
+  // At a clean exit, after the journal was flushed: the last number used becomes the reservation,
+  // so the next run continues right after it and knows no event was lost.
+  [[nodiscard]] Result<void> mark_clean_shutdown(uint64_t last_seq);
 
   // Rules set at runtime: path -> rule JSON text.
   [[nodiscard]] Result<std::map<std::string, std::string>> load_rules();
@@ -47,11 +53,15 @@ class StateDb {
   StateDb() = default;
   [[nodiscard]] Result<void> exec(const char* sql);
   [[nodiscard]] Result<void> init_schema();
+  [[nodiscard]] Result<void> open_seq_file(const std::string& dir);
+  [[nodiscard]] Result<void> write_seq(uint64_t reserved, bool clean);
 
   sqlite3* db_ = nullptr;
   std::string path_;
   std::string journal_id_;
   uint64_t seq_reserved_ = 0;
+  bool clean_at_open_ = false;
+  int seq_fd_ = -1;
 };
 
 }  // namespace storwatch::daemon
