@@ -70,6 +70,8 @@ void SpaceMonitor::sync(const std::vector<std::pair<Filesystem, Plan>>& plans) {
       s.levels = plan.levels;
       s.machine.set_levels(plan.levels);
       s.status.levels = plan.levels;
+      // New levels may already be crossed: look now rather than at the old, maybe long, interval.
+      if (!fresh && !s.in_flight) schedule(s, std::chrono::milliseconds(0));
     }
     if (fresh) {
       s.key = fs.mounts.empty() ? dev : fs.mounts.front();
