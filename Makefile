@@ -42,7 +42,7 @@ test-sanitize: deps
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTORWATCH_FUZZ=ON
-	cmake --build build-fuzz -j $(JOBS) --target varlink_fuzz rule_parser_fuzz mountinfo_fuzz config_fuzz
+	cmake --build build-fuzz -j $(JOBS) --target varlink_fuzz rule_parser_fuzz mountinfo_fuzz config_fuzz replay_fuzz kmsg_fuzz
 	./fuzz/run-all.sh build-fuzz/fuzz $(FUZZ_SECONDS)
 
 bench: build

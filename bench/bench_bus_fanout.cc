@@ -12,8 +12,16 @@
 //   with blocking send(), each read by a thread with the same counting loop. No JSON, no queues, no
 //   epoll: the most a single writing thread gets through the kernel here.
 //
-// Usage: bench_bus_fanout [--events-scale X] [--repeat N] [--subscribers N]   (prints a Markdown table)
+// --stuck: instead, how much one subscriber that never reads slows the others: N healthy subscribers
+//   with and without one more subscriber that subscribes and then never reads its socket, alternated
+//   in the same run. The stuck one fills its queue and socket buffers, then only counts what it
+//   loses; the run checks that it did get stream.lost and that the healthy ones got every event.
+//
+// Usage: bench_bus_fanout [--events-scale X] [--repeat N] [--subscribers N] [--stuck]
+//   (prints a Markdown table)
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -152,11 +160,45 @@ struct Run {
   double seconds = 0;
   size_t per_subscriber = 0;
   size_t subscribers = 0;
+  double loop_cpu_seconds = 0;  // CPU time of the loop thread during the run (storwatch runs only)
   double events_per_s() const { return static_cast<double>(per_subscriber) / seconds; }
   double deliveries_per_s() const { return events_per_s() * static_cast<double>(subscribers); }
 };
 
-Run run_storwatch(size_t subscribers, size_t events, const std::string& socket_path) {
+// Connects to the server and subscribes (waiting for the confirming first reply).
+UniqueFd subscribe_fd(const std::string& socket_path) {
+  static const std::string subscribe = proto::encode_call({"io.storwatch.Subscribe", json::object(), true});
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_path.c_str(), sizeof addr.sun_path - 1);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+    die(std::string("connect: ") + std::strerror(errno));
+  send_all(fd.get(), subscribe);
+  std::string first;
+  char c;
+  while (::recv(fd.get(), &c, 1, 0) == 1 && c != '\0') first.push_back(c);
+  auto reply = proto::parse_reply(first);
+  if (!reply || !reply->error.empty() || !reply->continues) die("Subscribe failed: " + first);
+  return fd;
+}
+
+// Reads a stuck subscriber's socket until its stream.lost arrives (proof that it overflowed).
+void expect_stream_lost(int fd) {
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::vector<char> buf(256 * 1024);
+  std::string tail;
+  for (;;) {
+    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) die("the stuck subscriber never got stream.lost");
+    tail.append(buf.data(), static_cast<size_t>(n));
+    if (tail.find("\"stream.lost\"") != std::string::npos) return;
+    if (tail.size() > 64) tail.erase(0, tail.size() - 64);
+  }
+}
+
+Run run_storwatch(size_t subscribers, size_t events, const std::string& socket_path, size_t stuck = 0) {
   RealClock clock;
   auto loop_r = EventLoop::create(clock);
   if (!loop_r) die(loop_r.error().message());
@@ -164,8 +206,8 @@ Run run_storwatch(size_t subscribers, size_t events, const std::string& socket_p
   Bus bus(clock, kJournal, 0, nullptr);
   BenchService service;
   ServerLimits limits;
-  limits.max_clients = subscribers + 8;
-  limits.max_subscriptions_per_process = subscribers + 8;
+  limits.max_clients = subscribers + stuck + 8;
+  limits.max_subscriptions_per_process = subscribers + stuck + 8;
   limits.queue_events = kWindow + 4 * kBatch;  // the window can never overflow it
   ::unlink(socket_path.c_str());
   auto listener = Server::listen_unix(socket_path);
@@ -177,22 +219,10 @@ Run run_storwatch(size_t subscribers, size_t events, const std::string& socket_p
 
   // Subscribers: connect, subscribe, wait for the confirming first reply.
   std::vector<UniqueFd> fds;
-  std::string subscribe = proto::encode_call({"io.storwatch.Subscribe", json::object(), true});
-  for (size_t i = 0; i < subscribers; ++i) {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socket_path.c_str(), sizeof addr.sun_path - 1);
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-      die(std::string("connect: ") + std::strerror(errno));
-    send_all(fd.get(), subscribe);
-    std::string first;
-    char c;
-    while (::recv(fd.get(), &c, 1, 0) == 1 && c != '\0') first.push_back(c);
-    auto reply = proto::parse_reply(first);
-    if (!reply || !reply->error.empty() || !reply->continues) die("Subscribe failed: " + first);
-    fds.push_back(std::move(fd));
-  }
+  for (size_t i = 0; i < subscribers; ++i) fds.push_back(subscribe_fd(socket_path));
+  // Stuck subscribers: subscribed like the others, never read (until the end, to check them).
+  std::vector<UniqueFd> stuck_fds;
+  for (size_t i = 0; i < stuck; ++i) stuck_fds.push_back(subscribe_fd(socket_path));
 
   std::mutex mu;
   std::condition_variable cv;
@@ -208,6 +238,15 @@ Run run_storwatch(size_t subscribers, size_t events, const std::string& socket_p
   };
 
   Event proto_event = sample_event();
+  // The loop thread's CPU time: unlike wall time, hardly disturbed by other load on the machine.
+  clockid_t loop_clock;
+  if (::pthread_getcpuclockid(loop_thread.native_handle(), &loop_clock) != 0) die("pthread_getcpuclockid");
+  auto cpu_now = [&] {
+    timespec ts{};
+    ::clock_gettime(loop_clock, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+  };
+  double cpu_start = cpu_now();
   auto start = Clock::now();
   for (size_t published = 0; published < events;) {
     size_t n = std::min(kBatch, events - published);
@@ -223,6 +262,7 @@ Run run_storwatch(size_t subscribers, size_t events, const std::string& socket_p
   }
   for (auto& t : threads) t.join();
   auto seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  double loop_cpu = cpu_now() - cpu_start;
 
   for (size_t i = 0; i < subscribers; ++i) {
     if (readers[i]->received != events || readers[i]->lost_markers != 0)
@@ -230,12 +270,14 @@ Run run_storwatch(size_t subscribers, size_t events, const std::string& socket_p
           " of " + std::to_string(events) + " events and " + std::to_string(readers[i]->lost_markers.load()) +
           " stream.lost");
   }
+  for (auto& fd : stuck_fds) expect_stream_lost(fd.get());
   loop.post([&] { loop.stop(); });
   loop_thread.join();
   fds.clear();
+  stuck_fds.clear();
   server.reset();
   ::unlink(socket_path.c_str());
-  return {seconds, events, subscribers};
+  return {seconds, events, subscribers, loop_cpu};
 }
 
 Run run_raw(size_t subscribers, size_t events) {
@@ -308,6 +350,7 @@ int main(int argc, char** argv) {
   double scale = 1.0;
   int repeat = 3;
   size_t only = 0;  // run just this subscriber count
+  bool stuck_mode = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--events-scale" && i + 1 < argc) {
@@ -316,8 +359,11 @@ int main(int argc, char** argv) {
       only = static_cast<size_t>(std::atol(argv[++i]));
     } else if (a == "--repeat" && i + 1 < argc) {
       repeat = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--stuck") {
+      stuck_mode = true;
     } else {
-      std::fprintf(stderr, "usage: bench_bus_fanout [--events-scale X] [--repeat N] [--subscribers 1|10|100]\n");
+      std::fprintf(stderr,
+                   "usage: bench_bus_fanout [--events-scale X] [--repeat N] [--subscribers 1|10|100] [--stuck]\n");
       return 2;
     }
   }
@@ -343,13 +389,44 @@ int main(int argc, char** argv) {
   EventPtr sample = make_bus_event(sample_event());
   std::printf("bench_bus_fanout: %s, %u CPUs, reply %zu bytes per event, batches of %zu, window %zu events; best of %d\n\n",
               cpu.c_str(), std::thread::hardware_concurrency(), reply_bytes(sample).size(), kBatch, kWindow, repeat);
+  struct Case {
+    size_t subscribers, events;
+  };
+  if (stuck_mode) {
+    std::printf("| healthy subscribers | events each | events/s each, no stuck subscriber | events/s each, 1 stuck "
+                "subscriber | change | loop CPU per event, no stuck | loop CPU per event, 1 stuck | change |\n");
+    std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    std::fflush(stdout);
+    // More events than the stuck subscriber's queue and socket buffers hold, in every case.
+    for (Case c : {Case{1, 200000}, Case{10, 40000}, Case{100, 20000}}) {
+      if (only && c.subscribers != only) continue;
+      size_t events = std::max<size_t>(4 * kWindow, static_cast<size_t>(static_cast<double>(c.events) * scale));
+      Run best_free, best_stuck;
+      double cpu_free = 0, cpu_stuck = 0;  // least loop CPU time seen
+      for (int r = 0; r < repeat; ++r) {
+        // Alternated, so both see the same machine.
+        Run f = run_storwatch(c.subscribers, events, socket_path, 0);
+        Run st = run_storwatch(c.subscribers, events, socket_path, 1);
+        if (r == 0 || f.seconds < best_free.seconds) best_free = f;
+        if (r == 0 || st.seconds < best_stuck.seconds) best_stuck = st;
+        if (r == 0 || f.loop_cpu_seconds < cpu_free) cpu_free = f.loop_cpu_seconds;
+        if (r == 0 || st.loop_cpu_seconds < cpu_stuck) cpu_stuck = st.loop_cpu_seconds;
+      }
+      double per_free = cpu_free * 1e6 / static_cast<double>(events);
+      double per_stuck = cpu_stuck * 1e6 / static_cast<double>(events);
+      std::printf("| %zu | %zu | %s | %s | %+.1f %% | %.2f us | %.2f us | %+.1f %% |\n", c.subscribers, events,
+                  human(best_free.events_per_s()).c_str(), human(best_stuck.events_per_s()).c_str(),
+                  (best_stuck.events_per_s() / best_free.events_per_s() - 1.0) * 100.0, per_free, per_stuck,
+                  (per_stuck / per_free - 1.0) * 100.0);
+      std::fflush(stdout);
+    }
+    std::filesystem::remove_all(dir);
+    return 0;
+  }
   std::printf("Bus::publish alone (no subscribers): %.2f us per event\n\n", publish_microseconds());
   std::printf("| subscribers | events each | storwatch events/s per subscriber | storwatch deliveries/s | raw deliveries/s | ratio |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|\n");
   std::fflush(stdout);
-  struct Case {
-    size_t subscribers, events;
-  };
   for (Case c : {Case{1, 200000}, Case{10, 40000}, Case{100, 5000}}) {
     if (only && c.subscribers != only) continue;
     size_t events = std::max<size_t>(kBatch, static_cast<size_t>(static_cast<double>(c.events) * scale));

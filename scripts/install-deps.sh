@@ -9,7 +9,7 @@ build-essential cmake ninja-build pkg-config clang
 libexpected-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libfmt-dev
 libsystemd-dev libsqlite3-dev libfuse3-dev fuse3
 libgtest-dev libgmock-dev libbenchmark-dev
-e2fsprogs xfsprogs btrfs-progs util-linux mount systemd python3 procps
+e2fsprogs xfsprogs btrfs-progs util-linux mount systemd python3 procps strace
 "
 
 missing=""

@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "daemon/config/config.h"
 #include "daemon/manager.h"
+#include "daemon/server/server.h"
 
 using namespace storwatch;
 using namespace storwatch::daemon;
@@ -113,7 +114,19 @@ int main(int argc, char** argv) {
     log_error("expected one socket from systemd, got {}", n);
     return 1;
   }
-  if (n == 1) deps.listener = UniqueFd(SD_LISTEN_FDS_START);
+  if (n == 1) {
+    deps.listener = UniqueFd(SD_LISTEN_FDS_START);
+  } else {
+    // Claim the socket before the state directory is opened: a second storwatchd must be turned
+    // away before it touches the journal of the one already running (it would record that one's
+    // reserved sequence numbers as lost, under a number that one is about to use).
+    auto l = Server::listen_unix(config->socket);
+    if (!l) {
+      log_error("starting: {}", l.error().message());
+      return 1;
+    }
+    deps.listener = std::move(*l);
+  }
 
   auto manager = Manager::create(*config, Manager::Options{a.print}, std::move(deps));
   if (!manager) {

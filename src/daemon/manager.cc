@@ -3,7 +3,11 @@
 #include <sys/epoll.h>
 
 #include <algorithm>
+#include <cctype>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <fmt/format.h>
 
 #include "base/log.h"
@@ -63,6 +67,10 @@ Manager::~Manager() {
   // The server and sources reference the loop and bus; tear down in dependency order.
   server_.reset();
   replay_.reset();
+  kmsg_.reset();
+  fanotify_errors_.reset();
+  sysfs_errors_.reset();
+  fs_errors_.reset();
   space_.reset();
   statfs_.reset();
   folder_.reset();
@@ -70,6 +78,12 @@ Manager::~Manager() {
 }
 
 void Manager::shutdown() {
+  if (fs_errors_) {
+    // Errors still held go out now; the counters are compared once more and saved, so the next
+    // start reports only what happens after this.
+    fs_errors_->flush();
+    if (sysfs_errors_) sysfs_errors_->persist();
+  }
   folder_->flush_all();
   if (journal_->flush(std::chrono::milliseconds(5000)) && journal_->healthy()) {
     if (auto r = db_->mark_clean_shutdown(bus_->last_seq()); !r)
@@ -183,6 +197,7 @@ Result<void> Manager::start(Deps deps) {
       *loop_, *statfs_, db_.get(), [this](Event e) { emit(std::move(e)); },
       SpaceMonitor::Options{config_.statfs_timeout, config_.poll_min, config_.poll_max});
 
+  const bool fake_mount_table = static_cast<bool>(deps.mount_table);
   if (deps.mount_table) {
     mount_table_ = std::move(deps.mount_table);
   } else {
@@ -190,6 +205,9 @@ Result<void> Manager::start(Deps deps) {
     if (!t) return fail(t.error());
     mount_table_ = std::move(*t);
   }
+  bool fs_error_sources = deps.fs_error_sources.value_or(!fake_mount_table);
+  if (fs_error_sources) start_fs_errors();
+
   if (int fd = mount_table_->poll_fd(); fd >= 0) {
     auto r = loop_->add_fd(fd, EPOLLPRI | EPOLLERR, [this](uint32_t) { refresh_mounts(); });
     if (!r) return fail(r.error());
@@ -260,6 +278,9 @@ void Manager::refresh_mounts() {
   }
   auto diff = inventory_.update(std::move(*mounts));
   if (!diff.added.empty() || !diff.removed.empty() || !diff.changed.empty()) sync_space();
+  // Also when nothing looks different: sync re-adds a fanotify mark the kernel dropped with a
+  // superblock replaced between two reads.
+  sync_fs_errors();
 }
 
 void Manager::apply_policy() {
@@ -268,6 +289,7 @@ void Manager::apply_policy() {
   inventory_.update({});
   inventory_.update(std::move(same));
   sync_space();
+  sync_fs_errors();
 }
 
 std::vector<const Rule*> Manager::rules_for(const Filesystem& fs) const {
@@ -311,6 +333,179 @@ void Manager::sync_space() {
     plans.emplace_back(*fs, plan_for(*fs));
   }
   space_->sync(plans);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filesystem errors
+
+void Manager::start_fs_errors() {
+  auto dev_of = [](const std::string& dev) {
+    unsigned maj = 0, min = 0;
+    std::sscanf(dev.c_str(), "%u:%u", &maj, &min);
+    return std::pair<uint32_t, uint32_t>(maj, min);
+  };
+  FsErrorCorrelator::Hooks hooks;
+  hooks.emit = [this](Event e) { emit(std::move(e)); };
+  hooks.fs_ref = [this](const std::string& dev) -> std::optional<FsRef> {
+    const Filesystem* fs = find_dev(dev);
+    if (!fs || !error_watched(*fs)) return std::nullopt;
+    return fs_ref(*fs);
+  };
+  hooks.resolve_device = [this](const std::string& name) { return resolve_device(name); };
+  hooks.fanotify_marked = [this, dev_of](const std::string& dev) {
+    auto [maj, min] = dev_of(dev);
+    return fanotify_errors_ && fanotify_errors_->marked(maj, min);
+  };
+  hooks.drain = [this, dev_of](const std::string& dev) -> uint64_t {
+    if (!fanotify_errors_) return 0;
+    fanotify_errors_->drain();
+    auto [maj, min] = dev_of(dev);
+    return fanotify_errors_->in_flight(maj, min);
+  };
+  hooks.read_counter = [this, dev_of](const std::string& dev) -> std::optional<uint64_t> {
+    if (!sysfs_errors_) return std::nullopt;
+    auto [maj, min] = dev_of(dev);
+    return sysfs_errors_->read_now(maj, min);
+  };
+  hooks.refresh_mounts = [this] { refresh_mounts(); };
+  fs_errors_ = std::make_unique<FsErrorCorrelator>(*loop_, std::move(hooks), FsErrorCorrelator::Options{});
+
+  fanotify_errors_ = FanotifyErrorSource::create(
+      *loop_, [this](FsErrorReport r) { fs_errors_->report(std::move(r)); },
+      [this] {
+        log_warning("fanotify: the kernel's event queue overflowed; comparing the error counters");
+        fs_errors_->missed();
+      },
+      FanotifyErrorSource::Options{});
+  auto unavailable = [this](const std::string& source, const std::string& name, const std::string& reason) {
+    log_warning("{}: {}", name, reason);
+    Event e;
+    e.type = "source.unavailable";
+    e.severity = Severity::warning;
+    e.source = source;
+    e.detail = {{"source", name}, {"reason", reason}};
+    emit(std::move(e));
+  };
+  if (!fanotify_errors_->available())
+    unavailable("fanotify", "fanotify-fs-error",
+                fanotify_errors_->reason() + "; errors are counted from the kernel log and the filesystems' own counters");
+  // Block-layer lines are recognised by the kmsg source; block.io_error events come later.
+  auto kmsg = KmsgSource::create(
+      *loop_, [this](FsErrorReport r) { fs_errors_->report(std::move(r)); },
+      [](const BlockErrorLine&, const KmsgRecord&) {});
+  if (kmsg)
+    kmsg_ = std::move(*kmsg);
+  else
+    unavailable("kmsg", "kmsg", kmsg.error().message() + "; filesystem errors lack function, line and message");
+  sysfs_errors_ = std::make_unique<SysfsErrorSource>(
+      *loop_, db_.get(), [this](FsErrorReport r) { fs_errors_->report(std::move(r)); },
+      [this](FsErrorReport r, json detail) { fs_errors_->catch_up(std::move(r), std::move(detail)); },
+      SysfsErrorSource::Options{});
+}
+
+bool Manager::error_watched(const Filesystem& fs) const {
+  // The watch policy, except that read-only filesystems count: a filesystem that errors turned
+  // read-only, or one remounted read-only, is exactly where errors matter.
+  for (const auto& t : config_.skip_fstypes)
+    if (t == fs.fstype) return false;
+  bool forced = std::find(config_.watch_fstypes.begin(), config_.watch_fstypes.end(), fs.fstype) !=
+                config_.watch_fstypes.end();
+  if (!forced && is_pseudo_fstype(fs.fstype)) return false;
+  for (const auto& m : fs.mounts) {
+    bool skipped = std::any_of(config_.skip_paths.begin(), config_.skip_paths.end(),
+                               [&](const std::string& p) { return under(m, p); });
+    if (!skipped) return true;
+  }
+  return false;
+}
+
+const Filesystem* Manager::find_dev(const std::string& dev) const {
+  unsigned maj = 0, min = 0;
+  if (std::sscanf(dev.c_str(), "%u:%u", &maj, &min) != 2) return nullptr;
+  return inventory_.find(maj, min);
+}
+
+std::optional<std::string> Manager::resolve_device(const std::string& name) const {
+  // The kernel's device name from a log line ("loop1", "sda2", "dm-0", jbd2's "loop1-8"): its
+  // major:minor from sysfs names the filesystem whose superblock is that device; btrfs (whose
+  // superblock dev is anonymous) is found by its mount source.
+  auto safe = [](const std::string& n) {
+    if (n.empty() || n.size() > 64 || n == "." || n == "..") return false;
+    return std::all_of(n.begin(), n.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
+    });
+  };
+  auto lookup = [&](const std::string& n) -> std::optional<std::string> {
+    if (!safe(n)) return std::nullopt;
+    std::ifstream in("/sys/class/block/" + n + "/dev");
+    std::string dev;
+    if (in >> dev) {
+      if (const Filesystem* fs = find_dev(dev); fs && error_watched(*fs)) return fs->dev();
+    }
+    for (const Filesystem* fs : inventory_.all()) {
+      if (!error_watched(*fs) || fs->source.rfind("/dev/", 0) != 0) continue;
+      if (fs->source == "/dev/" + n) return fs->dev();
+      if (fs->source.rfind("/dev/mapper/", 0) == 0 || fs->source.rfind("/dev/disk/", 0) == 0) {
+        char real[PATH_MAX];
+        if (::realpath(fs->source.c_str(), real) && std::string(real) == "/dev/" + n) return fs->dev();
+      }
+    }
+    return std::nullopt;
+  };
+  if (auto d = lookup(name)) return d;
+  // jbd2 names a journal "<device>-<inode>".
+  auto dash = name.rfind('-');
+  if (dash != std::string::npos && dash + 1 < name.size() &&
+      std::all_of(name.begin() + static_cast<long>(dash) + 1, name.end(), ::isdigit))
+    return lookup(name.substr(0, dash));
+  return std::nullopt;
+}
+
+void Manager::sync_fs_errors() {
+  if (!fs_errors_) return;
+  std::map<std::string, RoState> now;
+  std::vector<FanotifyErrorSource::Target> marks;
+  std::vector<SysfsErrorSource::Target> counters;
+  for (const Filesystem* fs : inventory_.all()) {
+    if (!error_watched(*fs)) continue;
+    now[fs->dev()] = {fs->read_only, fs->emergency_ro};
+    // Filesystems on a device: the ones that report errors (btrfs' superblock dev is anonymous).
+    if (fs->major == 0 && fs->fstype != "btrfs") continue;
+    marks.push_back({fs->major, fs->minor, fs->probe_path});
+    counters.push_back({fs->major, fs->minor, fs->fstype, fs->source, fs->probe_path});
+  }
+  for (const auto& [dev, ro] : error_watched_)
+    if (!now.count(dev)) fs_errors_->filesystem_removed(dev);
+  // Counters first: their baseline is read before the mark exists, so an error in between is
+  // counted by the counter and not twice.
+  sysfs_errors_->sync(counters);
+  fanotify_errors_->sync(marks);
+  for (const auto& [dev, ro] : now) {
+    auto old = error_watched_.find(dev);
+    FsErrorReport r;
+    r.source = "mountinfo";
+    if (old == error_watched_.end()) {
+      fs_errors_->filesystem_added(dev, ro.read_only && !ro.emergency_ro);
+      if (!ro.emergency_ro) continue;
+      r.kind = FsErrorReport::Kind::readonly;
+      r.cause = "emergency_ro";
+    } else if (ro.emergency_ro && !old->second.emergency_ro) {
+      r.kind = FsErrorReport::Kind::readonly;
+      r.cause = "emergency_ro";
+    } else if (ro.read_only && !old->second.read_only) {
+      r.kind = FsErrorReport::Kind::readonly;
+      r.cause = "remount";
+    } else if (!ro.read_only && old->second.read_only) {
+      r.kind = FsErrorReport::Kind::writable;
+    } else {
+      continue;
+    }
+    auto [maj, min] = std::pair<unsigned, unsigned>(0, 0);
+    std::sscanf(dev.c_str(), "%u:%u", &maj, &min);
+    r.sb_dev = std::pair<uint32_t, uint32_t>(maj, min);
+    fs_errors_->report(std::move(r));
+  }
+  error_watched_ = std::move(now);
 }
 
 const Filesystem* Manager::resolve_path(const std::string& path) const {
@@ -438,12 +633,18 @@ json Manager::filesystem_json(const Filesystem& fs) const {
   json j = {{"dev", fs.dev()},          {"major", fs.major},   {"minor", fs.minor},
             {"fstype", fs.fstype},      {"source", fs.source}, {"mounts", fs.mounts},
             {"watched", fs.watched},    {"read_only", fs.read_only || fs.emergency_ro},
-            {"error_count", 0}};
+            {"error_count", fs_errors_ ? fs_errors_->error_count(fs.dev()) : 0}};
   const SpaceMonitor::Status* st = space_->status(fs.dev());
-  std::string health = "ok";
-  if (fs.emergency_ro) health = "readonly";
-  if (st && st->stale) health = "stale";
+  // Worst first: shut down, read-only, stale (statfs does not answer), errors, ok.
+  auto h = fs_errors_ ? fs_errors_->health(fs.dev()) : FsErrorCorrelator::Health::ok;
+  std::string health = FsErrorCorrelator::health_name(h);
+  if (h != FsErrorCorrelator::Health::shutdown) {
+    if (fs.emergency_ro) health = "readonly";
+    if (health != "readonly" && st && st->stale) health = "stale";
+  }
   j["health"] = health;
+  if (sysfs_errors_)
+    if (auto c = sysfs_errors_->counter(fs.major, fs.minor)) j["kernel_error_count"] = *c;
   json rules = json::array();
   for (const Rule* r : rules_for(fs)) rules.push_back(rule_to_json(*r));
   j["rules"] = rules;

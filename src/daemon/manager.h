@@ -19,8 +19,12 @@
 #include "daemon/mount/inventory.h"
 #include "daemon/mount/mount_table.h"
 #include "daemon/server/server.h"
+#include "daemon/source/fanotify_errors.h"
+#include "daemon/source/fs_error_correlator.h"
+#include "daemon/source/kmsg_source.h"
 #include "daemon/source/space_monitor.h"
 #include "daemon/source/statfs_runner.h"
+#include "daemon/source/sysfs_errors.h"
 #include "daemon/state/state_db.h"
 
 namespace storwatch::daemon {
@@ -32,6 +36,9 @@ class Manager final : public Service {
     std::shared_ptr<StatfsProbe> statfs;          // default: RealStatfsProbe
     std::unique_ptr<MountTable> mount_table;      // default: /proc/self/mountinfo
     std::optional<UniqueFd> listener;             // default: bind config.socket
+    // The filesystem-error sources (fanotify FAN_FS_ERROR, sysfs counters, /dev/kmsg). Default:
+    // on with the real mount table, off with a given one (its mount points are not on this machine).
+    std::optional<bool> fs_error_sources;
   };
   struct Options {
     bool print = false;  // print each event as a line on stdout
@@ -70,6 +77,11 @@ class Manager final : public Service {
   std::vector<const Rule*> rules_for(const Filesystem& fs) const;
   const Filesystem* resolve_path(const std::string& path) const;
   bool is_watched(const MountEntry& m) const;
+  void start_fs_errors();
+  void sync_fs_errors();
+  bool error_watched(const Filesystem& fs) const;
+  std::optional<std::string> resolve_device(const std::string& name) const;
+  const Filesystem* find_dev(const std::string& dev) const;
 
   nlohmann::json filesystem_json(const Filesystem& fs) const;
   nlohmann::json rules_json() const;
@@ -102,6 +114,15 @@ class Manager final : public Service {
   Inventory inventory_;
   std::unique_ptr<StatfsRunner> statfs_;
   std::unique_ptr<SpaceMonitor> space_;
+  // Filesystem errors: the sources report to the correlator, which emits the events.
+  std::unique_ptr<FsErrorCorrelator> fs_errors_;
+  std::unique_ptr<FanotifyErrorSource> fanotify_errors_;
+  std::unique_ptr<SysfsErrorSource> sysfs_errors_;
+  std::unique_ptr<KmsgSource> kmsg_;
+  struct RoState {
+    bool read_only = false, emergency_ro = false;
+  };
+  std::map<std::string, RoState> error_watched_;  // dev -> read-only state, as last synced
   std::unique_ptr<Server> server_;
   std::map<std::string, Rule> runtime_rules_;  // set with AddRule, persisted in the state db
   uint64_t dropped_ = 0;                        // events lost because seq numbers could not be reserved

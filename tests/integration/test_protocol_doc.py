@@ -127,61 +127,74 @@ class ProtocolDocTest(swtest.TestCase):
         fs = self.get_filesystem(sock, self.dir)
         mount = fs["mounts"][0]
 
-        # Socket from argv[1]; print one event, then exit.
-        proc = subprocess.Popen([sys.executable, example, sock, "1"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={k: v for k, v in os.environ.items()
-                                     if k != "STORWATCH_SOCKET"})
-        self.cleanup.push(proc.stderr.close)
-        self.cleanup.push(proc.stdout.close)
-        self.cleanup.push(swtest.terminate_process, proc)
+        # Socket from argv[1], no COUNT: it prints events until interrupted.
+        proc = self.run_example(example, [sock], {k: v for k, v in os.environ.items()
+                                                  if k != "STORWATCH_SOCKET"})
         out = Lines(proc.stdout)
         out.wait(lambda line: line.startswith("subscribed; journal "), "the subscription")
 
         # A rule with a level the filesystem is certainly below (less than 1 PiB free) makes
         # one space.threshold event as soon as the reloaded configuration samples it.
-        with open(config, "w") as f:
-            f.write("[thresholds]\nlevels = []\n"
-                    f"[[rule]]\npath = {json.dumps(mount)}\n"
-                    'levels = [ { resource = "blocks", below = "1P", severity = "warning" } ]\n')
-        daemon.send_signal(signal.SIGHUP)
-        self.wait_notify("RELOADING=1")
-        self.wait_notify("READY=1")
-
+        self.reload(daemon, config, mount, "1P")
+        pattern = re.compile(r"^#(\d+) warning space\.threshold (\S+) (\{.*\})$")
+        # Other events may come too (kernel messages of other tests on this machine): look for ours.
+        event = out.wait(lambda line: (m := pattern.match(line)) and m.group(2) == mount,
+                         f"a space.threshold event on {mount}")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends it quietly
         try:
             rc = proc.wait(timeout=DEADLINE)
         except subprocess.TimeoutExpired:
-            raise AssertionError("the example did not print its event in time; output:\n"
-                                 + "\n".join(out.lines) + "\nstderr:\n" + proc.stderr.read())
+            raise AssertionError("the example did not stop on SIGINT")
         out.thread.join(5)
-        lines = out.lines
         self.assertEqual(rc, 0, proc.stderr.read())
-        info = lines[0]
-        self.assertRegex(info, r"^storwatchd \d+\.\d+\S* \(.*io\.storwatch.*\)$")
+        lines = out.lines
+        self.assertRegex(lines[0], r"^storwatchd \d+\.\d+\S* \(.*io\.storwatch.*\)$")
         self.assertTrue(any(line.split()[:3] == [mount, fs["fstype"], fs["dev"]]
                             for line in lines[1:]),
                         f"{mount} ({fs['dev']}) not listed:\n" + "\n".join(lines))
-        event = lines[-1]
-        m = re.match(r"^#(\d+) warning space\.threshold (\S+) (\{.*\})$", event)
-        self.assertTrue(m, f"unexpected event line {event!r}")
+        m = pattern.match(event)
         self.assertGreater(int(m.group(1)), 0)
-        self.assertEqual(m.group(2), mount)
         detail = json.loads(m.group(3))
         self.assertEqual(detail["direction"], "below")
         self.assertEqual(detail["resource"], "blocks")
         self.assertEqual(detail["level"], "1P")
 
-        # The socket also comes from STORWATCH_SOCKET; without COUNT it runs until interrupted.
-        proc2 = subprocess.Popen([sys.executable, example], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=dict(os.environ, STORWATCH_SOCKET=sock))
-        self.cleanup.push(proc2.stderr.close)
-        self.cleanup.push(proc2.stdout.close)
-        self.cleanup.push(swtest.terminate_process, proc2)
-        out2 = Lines(proc2.stdout)
-        out2.wait(lambda line: line.startswith("subscribed; journal "), "the subscription")
+        # The socket from STORWATCH_SOCKET, interrupted while it waits for events.
+        proc2 = self.run_example(example, [], dict(os.environ, STORWATCH_SOCKET=sock))
+        Lines(proc2.stdout).wait(lambda line: line.startswith("subscribed; journal "),
+                                 "the subscription")
         proc2.send_signal(signal.SIGINT)
         self.assertEqual(proc2.wait(timeout=DEADLINE), 0, proc2.stderr.read())
+
+        # With COUNT it exits by itself after that many events (whichever come first).
+        proc3 = self.run_example(example, [sock, "1"], os.environ)
+        out3 = Lines(proc3.stdout)
+        out3.wait(lambda line: line.startswith("subscribed; journal "), "the subscription")
+        self.reload(daemon, config, mount, "2P")  # a new level: one more event
+        try:
+            self.assertEqual(proc3.wait(timeout=DEADLINE), 0, proc3.stderr.read())
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the example with COUNT 1 did not exit after an event; output:\n"
+                                 + "\n".join(out3.lines))
+        out3.thread.join(5)
+        self.assertRegex(out3.lines[-1], r"^#\d+ \w+ [a-z]+\.[a-z_.]+ \S+ \{.*\}$")
+
+    def run_example(self, example, args, env):
+        proc = subprocess.Popen([sys.executable, example] + args, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.cleanup.push(proc.stderr.close)
+        self.cleanup.push(proc.stdout.close)
+        self.cleanup.push(swtest.terminate_process, proc)
+        return proc
+
+    def reload(self, daemon, config, mount, level):
+        with open(config, "w") as f:
+            f.write("[thresholds]\nlevels = []\n"
+                    f"[[rule]]\npath = {json.dumps(mount)}\n"
+                    f'levels = [ {{ resource = "blocks", below = "{level}", severity = "warning" }} ]\n')
+        daemon.send_signal(signal.SIGHUP)
+        self.wait_notify("RELOADING=1")
+        self.wait_notify("READY=1")
 
     def get_filesystem(self, sock_path, path):
         import socket as socketlib

@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -244,6 +243,15 @@ class SyscallFilterTest(swtest.TestCase):
                                   env=dict(os.environ, NOTIFY_SOCKET=notify.getsockname()))
         self.cleanup.push(swtest.terminate_process, tracer)
 
+        def kill_tracee():
+            # Stopping strace only detaches it: the daemon must be stopped on its own.
+            for child in children_of(tracer.pid):
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.cleanup.push(kill_tracee)
+
         def expect(assignment):
             while True:
                 try:
@@ -286,7 +294,9 @@ class SyscallFilterTest(swtest.TestCase):
         os.kill(pid, signal.SIGHUP)
         expect("READY=1")
         if "parameters" in fs and fs["parameters"]["filesystem"]["watched"]:
-            self.assertEqual(sub.receive()["parameters"]["event"]["type"], "space.threshold")
+            # Other events may come first: kernel messages of other tests on this machine.
+            while sub.receive()["parameters"]["event"]["type"] != "space.threshold":
+                pass
         os.kill(pid, signal.SIGTERM)
         expect("STOPPING=1")
         self.assertEqual(tracer.wait(timeout=20), 0)
@@ -297,7 +307,8 @@ class SyscallFilterTest(swtest.TestCase):
                 m = re.match(r"^\d+\s+([a-z_][a-z0-9_]*)\(", line)
                 if m:
                     used.add(m.group(1))
-        self.assertIn("statfs", used) if "parameters" in fs else None
+        if "parameters" in fs and fs["parameters"]["filesystem"]["watched"]:
+            self.assertIn("statfs", used, "the session did not exercise statfs")
         forbidden = sorted(s for s in used - allowed if s in known)
         unknown = sorted(s for s in used - allowed if s not in known)
         if unknown:

@@ -56,7 +56,7 @@ EventPtr gap_event(const Gap& g, const std::string& journal_id) {
   e.severity = Severity::warning;
   e.source = "journal";
   e.count = g.count;
-  e.time = e.first_time = e.last_time = std::chrono::system_clock::now();
+  e.time = e.first_time = e.last_time = g.time;
   e.detail = {{"count", g.count}, {"first_seq", g.first}, {"last_seq", g.last}, {"reason", g.reason}};
   return make_bus_event(std::move(e));
 }
@@ -86,10 +86,30 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& db_path, Journ
     return fail(e);
   }
   {
-    Stmt st(j->wdb_, "SELECT COALESCE(MAX(seq), 0) FROM events");
-    if (st && sqlite3_step(st.get()) == SQLITE_ROW) j->max_at_open_ = sqlite3_column_int64(st.get(), 0);
+    // The last row; when it is a stream.lost record (seq = first_seq), the numbers up to its
+    // last_seq are accounted for too: a crash before anything else was journaled must not
+    // record them a second time.
+    Stmt st(j->wdb_, "SELECT seq, type, event FROM events ORDER BY seq DESC LIMIT 1");
+    if (st && sqlite3_step(st.get()) == SQLITE_ROW) {
+      j->max_at_open_ = static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
+      const char* type = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 1));
+      const char* text = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 2));
+      if (type && std::string_view(type) == "stream.lost" && text) {
+        auto ev = nlohmann::json::parse(text, nullptr, false);
+        if (ev.is_object() && ev.contains("detail") && ev["detail"].is_object()) {
+          auto last = ev["detail"].find("last_seq");
+          if (last != ev["detail"].end() && last->is_number_unsigned())
+            j->max_at_open_ = std::max(j->max_at_open_, last->get<uint64_t>());
+        }
+      }
+    }
   }
   j->journaled_ = j->max_at_open_;
+  {
+    Stmt st(j->wdb_, "SELECT value FROM meta WHERE key = 'journal_id'");
+    if (st && sqlite3_step(st.get()) == SQLITE_ROW)
+      j->journal_id_ = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0));
+  }
   auto r = open_db(db_path);
   if (!r) return fail(r.error());
   j->rdb_ = *r;
@@ -202,13 +222,8 @@ void Journal::retain() {
 }
 
 void Journal::run() {
-  std::string journal_id;
-  {
-    Stmt st(wdb_, "SELECT value FROM meta WHERE key = 'journal_id'");
-    if (st && sqlite3_step(st.get()) == SQLITE_ROW)
-      journal_id = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0));
-  }
   auto last_retain = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  uint64_t written_since_retain = 0;  // bytes of event JSON committed since the last retain()
   bool ok = true;
   for (;;) {
     std::vector<EventPtr> batch;
@@ -218,7 +233,9 @@ void Journal::run() {
       auto& g = gaps_;
       cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !g.closed.empty() || g.open; });
       if (stop_ && queue_.empty() && g.closed.empty() && !g.open) return;
-      if (g.open) {
+      // While writes fail, a loss still going on stays open, so it becomes one row however many
+      // retries it spans; it is closed (and written) once a write has succeeded.
+      if (g.open && ok) {
         g.closed.push_back(*g.open);
         g.open.reset();
       }
@@ -228,7 +245,7 @@ void Journal::run() {
       in_flight_ = n;
     }
     std::vector<EventPtr> rows = batch;
-    for (const auto& g : gaps) rows.push_back(gap_event(g, journal_id));
+    for (const auto& g : gaps) rows.push_back(gap_event(g, journal_id_));
     auto r = write_batch(rows);
     if (!r) {
       if (ok) {
@@ -244,6 +261,7 @@ void Journal::run() {
     }
     uint64_t written_max = 0;
     for (const auto& e : rows) written_max = std::max(written_max, e->event.seq);
+    for (const auto& g : gaps) written_max = std::max(written_max, g.last);  // accounted for
     {
       std::lock_guard lock(mu_);
       auto& g = gaps_;
@@ -259,9 +277,13 @@ void Journal::run() {
       healthy_ = true;
       if (status_) status_(true, "");
     }
+    for (const auto& e : rows) written_since_retain += e->json.size();
     auto now = std::chrono::steady_clock::now();
-    if (now - last_retain > std::chrono::seconds(60)) {
+    // Once a minute, and whenever an eighth of max_bytes was written since: a burst must not grow
+    // the journal far past its limit before the next minute.
+    if (now - last_retain > std::chrono::seconds(60) || written_since_retain > options_.max_bytes / 8) {
       last_retain = now;
+      written_since_retain = 0;
       retain();
     }
   }
@@ -300,8 +322,22 @@ Result<std::vector<EventPtr>> Journal::read(const Query& q) {
     out.push_back(std::move(b));
   }
   if (rc != SQLITE_DONE) return fail(sql_error(rdb_, "read"));
-  for (const auto& e : queue_) {
-    if (out.size() >= q.limit) break;
+  // Losses not written yet are part of the history too: a reader must not step over them unaware.
+  std::vector<EventPtr> gaps;
+  for (const auto& g : gaps_.closed) gaps.push_back(gap_event(g, journal_id_));
+  if (gaps_.open) gaps.push_back(gap_event(*gaps_.open, journal_id_));
+  std::sort(gaps.begin(), gaps.end(),
+            [](const EventPtr& a, const EventPtr& b) { return a->event.seq < b->event.seq; });
+  auto gi = gaps.begin();
+  auto qi = queue_.begin();
+  while (out.size() < q.limit) {
+    EventPtr e;
+    if (gi != gaps.end() && (qi == queue_.end() || (*gi)->event.seq < (*qi)->event.seq))
+      e = *gi++;
+    else if (qi != queue_.end())
+      e = *qi++;
+    else
+      break;
     uint64_t s = e->event.seq;
     if (s <= last || s > q.upto) continue;
     if (q.since && e->event.time < *q.since) continue;

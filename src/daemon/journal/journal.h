@@ -83,6 +83,7 @@ class Journal {
   struct Gap {
     uint64_t first, last, count;
     std::string reason;
+    std::chrono::system_clock::time_point time = std::chrono::system_clock::now();  // of its row
   };
   struct Gaps {
     std::vector<Gap> closed;
@@ -94,6 +95,7 @@ class Journal {
   sqlite3* wdb_ = nullptr;  // writer thread only
   sqlite3* rdb_ = nullptr;  // loop thread only
   uint64_t max_at_open_ = 0;
+  std::string journal_id_;  // for stream.lost rows; set at open, then read-only
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -14,6 +14,8 @@
 
 #include <fmt/format.h>
 
+#include "daemon/source/fanotify_errors.h"
+
 namespace storwatch::daemon {
 
 namespace {
@@ -91,15 +93,31 @@ std::vector<SourceStatus> probe_sources() {
   std::vector<SourceStatus> out;
   {
     std::string why = try_open("/proc/self/mountinfo", O_RDONLY);
-    out.push_back({"mountinfo", why.empty(), why, {}});
+    out.push_back({"mountinfo", why.empty(), why, {"fs.readonly", "fs.writable"}});
   }
   out.push_back({"statfs", true, "", {"space.threshold", "space.enospc", "fs.unresponsive", "fs.responsive"}});
-  out.push_back(planned("fanotify-fs-error", {"fs.error"},
-                        try_fanotify(FAN_CLASS_NOTIF | FAN_REPORT_FID)));
+  {
+    // Implemented: what this kernel says to a FAN_FS_ERROR mark.
+    std::string why = probe_fanotify_fs_error();
+    out.push_back({"fanotify-fs-error", why.empty(), why, {"fs.error"}});
+  }
+  {
+    std::string why;
+    if (::access("/sys/fs/ext4", F_OK) != 0 && ::access("/sys/fs/btrfs", F_OK) != 0)
+      why = "neither /sys/fs/ext4 nor /sys/fs/btrfs exists";
+    out.push_back({"sysfs-errors", why.empty(),
+                   why.empty() ? "ext4 errors_count and btrfs device error statistics: errors while "
+                                 "storwatchd was not running, and errors no other source reported"
+                               : why,
+                   {"fs.error"}});
+  }
   out.push_back(planned("fanotify-mount", {"mount.attached", "mount.detached", "mount.changed"},
                         try_fanotify(FAN_CLASS_NOTIF | kFanReportMnt)));
-  out.push_back(planned("kmsg", {"fs.error", "fs.readonly", "fs.shutdown", "block.io_error"},
-                        try_open("/dev/kmsg", O_RDONLY | O_NONBLOCK)));
+  {
+    // Implemented for filesystem errors; block.io_error from it comes later.
+    std::string why = try_open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+    out.push_back({"kmsg", why.empty(), why, {"fs.error", "fs.readonly", "fs.shutdown"}});
+  }
   {
     std::string why = try_open("/sys/kernel/btf/vmlinux", O_RDONLY);
     if (why.empty() && !(cap_eff() & (1ull << 39)) && !(cap_eff() & (1ull << 21)))

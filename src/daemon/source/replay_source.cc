@@ -86,10 +86,11 @@ void ReplaySource::on_readable() {
     size_t start = 0;
     for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
       if (buf[i] != '\n') continue;
-      partial_.append(buf + start, i - start);
+      if (!discarding_) partial_.append(buf + start, i - start);
       start = i + 1;
-      if (partial_.size() > kMaxLine) {
+      if (discarding_ || partial_.size() > kMaxLine) {
         ++bad_;
+        discarding_ = false;
       } else if (!partial_.empty()) {
         auto e = parse_line(partial_, resolve_);
         if (e)
@@ -101,8 +102,12 @@ void ReplaySource::on_readable() {
       }
       partial_.clear();
     }
-    partial_.append(buf + start, static_cast<size_t>(n) - start);
-    if (partial_.size() > kMaxLine * 2) partial_.clear();  // a line without end: drop it
+    if (!discarding_) partial_.append(buf + start, static_cast<size_t>(n) - start);
+    if (partial_.size() > kMaxLine) {
+      // Too long already: skip the rest of this line and count it once, at its newline.
+      discarding_ = true;
+      partial_.clear();
+    }
   }
 }
 

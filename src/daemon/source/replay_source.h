@@ -41,6 +41,7 @@ class ReplaySource {
   std::function<void(Event)> emit_;
   UniqueFd fd_;
   std::string partial_;
+  bool discarding_ = false;  // inside a line longer than the limit: skipped up to its newline
   uint64_t bad_ = 0;
 };
 

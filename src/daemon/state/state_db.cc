@@ -137,6 +137,8 @@ Result<void> StateDb::init_schema() {
                     "CREATE TABLE IF NOT EXISTS rules (path TEXT PRIMARY KEY, rule TEXT NOT NULL);"
                     "CREATE TABLE IF NOT EXISTS crossed (fs TEXT NOT NULL, level TEXT NOT NULL,"
                     "  PRIMARY KEY (fs, level));"
+                    "CREATE TABLE IF NOT EXISTS fs_error_counters (fs TEXT PRIMARY KEY,"
+                    "  count INTEGER NOT NULL);"
                     "COMMIT;");
       !r) {
     (void)exec("ROLLBACK;");
@@ -220,6 +222,26 @@ Result<void> StateDb::set_crossed(const std::string& fs_key, const std::string& 
   sqlite3_bind_text(st.get(), 1, fs_key.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(st.get(), 2, level_id.c_str(), -1, SQLITE_TRANSIENT);
   if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "saving crossed level"));
+  return {};
+}
+
+Result<std::map<std::string, uint64_t>> StateDb::load_error_counters() {
+  std::map<std::string, uint64_t> out;
+  Stmt st(db_, "SELECT fs, count FROM fs_error_counters");
+  if (!st) return fail(sql_error(db_, "loading error counters"));
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW)
+    out[reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0))] =
+        static_cast<uint64_t>(sqlite3_column_int64(st.get(), 1));
+  if (rc != SQLITE_DONE) return fail(sql_error(db_, "loading error counters"));
+  return out;
+}
+
+Result<void> StateDb::save_error_counter(const std::string& fs_key, uint64_t count) {
+  Stmt st(db_, "INSERT OR REPLACE INTO fs_error_counters (fs, count) VALUES (?1, ?2)");
+  sqlite3_bind_text(st.get(), 1, fs_key.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(st.get(), 2, static_cast<sqlite3_int64>(count));
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "saving an error counter"));
   return {};
 }
 

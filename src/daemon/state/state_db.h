@@ -1,6 +1,6 @@
 // StateDb: the daemon's durable state under the state directory. In SQLite (WAL, storwatch.db): the
-// journal id, rules set at runtime and the levels currently crossed; the journal keeps its events in
-// the same database. The sequence-number reservation lives in a small preallocated file (`seq`)
+// journal id, rules set at runtime, the levels currently crossed and the filesystem error counters
+// last seen; the journal keeps its events in the same database. The sequence-number reservation lives in a small preallocated file (`seq`)
 // rewritten in place, so numbers can still be reserved when the disk is full (SQLite then cannot
 // write) and live delivery goes on. Loop-thread only; every write is durable when the call returns.
 #pragma once
@@ -48,6 +48,12 @@ class StateDb {
   [[nodiscard]] Result<std::set<std::pair<std::string, std::string>>> load_crossed();
   [[nodiscard]] Result<void> set_crossed(const std::string& fs_key, const std::string& level_id,
                                          bool crossed);
+
+  // Filesystem error counters last seen (ext4 errors_count, btrfs device error statistics), by
+  // filesystem key ("ext4:<uuid>", "btrfs:<fsid>"): errors counted while storwatchd was not
+  // running are the difference at the next start, reported once.
+  [[nodiscard]] Result<std::map<std::string, uint64_t>> load_error_counters();
+  [[nodiscard]] Result<void> save_error_counter(const std::string& fs_key, uint64_t count);
 
  private:
   StateDb() = default;

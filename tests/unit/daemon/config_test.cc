@@ -213,6 +213,92 @@ TEST(Config, LimitsMustBeInRange) {
   EXPECT_EQ(c.limits.queue_events, 16u);
 }
 
+TEST(Config, JournalFoldReplayDefaultsMatchTheStruct) {
+  Config text = parse_ok("");
+  Config plain;
+  EXPECT_EQ(text.journal_max_age, plain.journal_max_age);
+  EXPECT_EQ(text.journal_max_age, std::chrono::seconds(30 * 24 * 3600));
+  EXPECT_EQ(text.journal_max_bytes, plain.journal_max_bytes);
+  EXPECT_EQ(text.journal_max_bytes, 256ull << 20);
+  EXPECT_EQ(text.journal_buffer_events, plain.journal_buffer_events);
+  EXPECT_EQ(text.fold_window, plain.fold_window);
+  EXPECT_EQ(text.fold_window, 1s);
+  EXPECT_EQ(text.fold_max_keys, plain.fold_max_keys);
+  EXPECT_EQ(text.replay_fifo, plain.replay_fifo);
+  EXPECT_TRUE(text.replay_fifo.empty());
+}
+
+TEST(Config, JournalFoldReplaySections) {
+  Config c = parse_ok(R"(
+[journal]
+max_age = "7d"
+max_size = "1G"
+buffer_events = 5000
+[fold]
+window = "250ms"
+max_keys = 10
+[replay]
+fifo = "/run/storwatch/replay"
+)");
+  EXPECT_EQ(c.journal_max_age, std::chrono::hours(7 * 24));
+  EXPECT_EQ(c.journal_max_bytes, 1ull << 30);
+  EXPECT_EQ(c.journal_buffer_events, 5000u);
+  EXPECT_EQ(c.fold_window, 250ms);
+  EXPECT_EQ(c.fold_max_keys, 10u);
+  EXPECT_EQ(c.replay_fifo, "/run/storwatch/replay");
+
+  // Each key alone leaves the others at their defaults; the smallest values allowed.
+  c = parse_ok("[journal]\nmax_age = \"1m\"\n");
+  EXPECT_EQ(c.journal_max_age, 60s);
+  EXPECT_EQ(c.journal_max_bytes, 256ull << 20);
+  c = parse_ok("[journal]\nmax_size = \"1M\"\nbuffer_events = 1000\n");
+  EXPECT_EQ(c.journal_max_bytes, 1ull << 20);
+  EXPECT_EQ(c.journal_buffer_events, 1000u);
+  EXPECT_EQ(c.journal_max_age, std::chrono::seconds(30 * 24 * 3600));
+  // "0s" turns folding off; max_keys 1 is allowed.
+  c = parse_ok("[fold]\nwindow = \"0s\"\nmax_keys = 1\n");
+  EXPECT_EQ(c.fold_window, 0ms);
+  EXPECT_EQ(c.fold_max_keys, 1u);
+  c = parse_ok("[replay]\nfifo = \"\"\n");
+  EXPECT_TRUE(c.replay_fifo.empty());
+}
+
+TEST(Config, BadJournalValuesAreRefused) {
+  EXPECT_THAT(parse_error("[journal]\nmax_age = \"59s\"\n"),
+              HasSubstr("journal.max_age: must be at least 1m"));
+  EXPECT_THAT(parse_error("[journal]\nmax_age = \"forever\"\n"), HasSubstr("journal.max_age"));
+  EXPECT_THAT(parse_error("[journal]\nmax_age = 30\n"), HasSubstr("must be a string"));
+  EXPECT_THAT(parse_error("[journal]\nmax_size = \"512K\"\n"),
+              HasSubstr("journal.max_size: must be at least 1M"));
+  EXPECT_THAT(parse_error("[journal]\nmax_size = \"10%\"\n"),
+              HasSubstr("is not a size like 256M or 1G"));
+  EXPECT_THAT(parse_error("[journal]\nmax_size = \"big\"\n"), HasSubstr("journal.max_size"));
+  EXPECT_THAT(parse_error("[journal]\nmax_size = 1000000000\n"),
+              HasSubstr("journal.max_size: must be a string"));
+  EXPECT_THAT(parse_error("[journal]\nbuffer_events = 999\n"),
+              HasSubstr("journal.buffer_events: must be between 1000 and 10000000"));
+  EXPECT_THAT(parse_error("[journal]\nbuffer_events = 10000001\n"),
+              HasSubstr("journal.buffer_events"));
+  EXPECT_THAT(parse_error("[journal]\nbuffer_events = \"lots\"\n"),
+              HasSubstr("must be an integer"));
+  EXPECT_THAT(parse_error("[journal]\nmax_bytes = \"1G\"\n"),
+              HasSubstr("unknown key \"max_bytes\""));
+  EXPECT_THAT(parse_error("journal = 5\n"), HasSubstr("journal: must be a table"));
+}
+
+TEST(Config, BadFoldAndReplayValuesAreRefused) {
+  EXPECT_THAT(parse_error("[fold]\nwindow = \"soon\"\n"), HasSubstr("fold.window"));
+  EXPECT_THAT(parse_error("[fold]\nwindow = \"-1s\"\n"), HasSubstr("fold.window"));
+  EXPECT_THAT(parse_error("[fold]\nwindow = \"\"\n"), HasSubstr("fold.window"));
+  EXPECT_THAT(parse_error("[fold]\nmax_keys = 0\n"),
+              HasSubstr("fold.max_keys: must be between 1 and 1000000"));
+  EXPECT_THAT(parse_error("[fold]\nmax_keys = 1000001\n"), HasSubstr("fold.max_keys"));
+  EXPECT_THAT(parse_error("[fold]\nkeys = 5\n"), HasSubstr("unknown key \"keys\""));
+  EXPECT_THAT(parse_error("[replay]\nfifo = 5\n"), HasSubstr("replay.fifo: must be a string"));
+  EXPECT_THAT(parse_error("[replay]\npath = \"/x\"\n"), HasSubstr("unknown key \"path\""));
+  EXPECT_THAT(parse_error("replay = \"/x\"\n"), HasSubstr("replay: must be a table"));
+}
+
 TEST(Config, LoadConfigReadsAFileAndNamesItInErrors) {
   test::TempDir dir;
   std::string path = dir.sub("storwatch.toml");

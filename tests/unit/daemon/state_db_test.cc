@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "support/temp_dir.h"
 
 namespace storwatch::daemon {
@@ -134,6 +137,117 @@ TEST(StateDb, ReservationSurvivesAlongsideOtherState) {
   ASSERT_TRUE(db);
   EXPECT_EQ(db->journal_id(), id);
   EXPECT_EQ(db->seq_reserved(), 10u);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+}
+
+TEST(StateDb, SeqFileIsOneFixedRecordRewrittenInPlace) {
+  test::TempDir tmp;
+  auto db = open_ok(tmp.path());
+  ASSERT_TRUE(db);
+  EXPECT_FALSE(db->clean_at_open()) << "a new state directory has no clean shutdown behind it";
+  std::string path = tmp.sub("seq");
+  std::string rec = read_file(path);
+  ASSERT_EQ(rec.size(), 64u);
+  EXPECT_EQ(rec.rfind("reserved=0 clean=0 ", 0), 0u) << rec;
+  EXPECT_EQ(rec.back(), '\n');
+  ASSERT_TRUE(db->reserve_seq(18446744073709551615ull));  // the widest number still fits
+  rec = read_file(path);
+  EXPECT_EQ(rec.size(), 64u);
+  EXPECT_EQ(rec.rfind("reserved=18446744073709551615 clean=0 ", 0), 0u) << rec;
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0027, 0u);  // 0640 at most
+}
+
+TEST(StateDb, CleanShutdownMarkIsReadBackOnceAndClearedByTheNextReservation) {
+  test::TempDir tmp;
+  {
+    auto db = open_ok(tmp.path());
+    ASSERT_TRUE(db);
+    ASSERT_TRUE(db->reserve_seq(65536));
+    ASSERT_TRUE(db->mark_clean_shutdown(42));
+    EXPECT_EQ(db->seq_reserved(), 42u);
+  }
+  {
+    auto db = open_ok(tmp.path());
+    ASSERT_TRUE(db);
+    EXPECT_TRUE(db->clean_at_open());
+    EXPECT_EQ(db->seq_reserved(), 42u) << "numbering continues right after the last number used";
+    // The next run reserves before using numbers: from then on a crash is not clean.
+    ASSERT_TRUE(db->reserve_seq(42 + 65536));
+  }
+  auto db = open_ok(tmp.path());
+  ASSERT_TRUE(db);
+  EXPECT_FALSE(db->clean_at_open());
+  EXPECT_EQ(db->seq_reserved(), 42u + 65536);
+}
+
+TEST(StateDb, ACrashAfterAReservationIsNotClean) {
+  test::TempDir tmp;
+  {
+    auto db = open_ok(tmp.path());
+    ASSERT_TRUE(db->mark_clean_shutdown(0));
+  }
+  {
+    auto db = open_ok(tmp.path());
+    EXPECT_TRUE(db->clean_at_open());
+    ASSERT_TRUE(db->reserve_seq(65536));
+  }  // no mark: a crash
+  auto db = open_ok(tmp.path());
+  EXPECT_FALSE(db->clean_at_open());
+  EXPECT_EQ(db->seq_reserved(), 65536u);
+}
+
+TEST(StateDb, ADamagedSeqFileIsRefused) {
+  for (const char* bad :
+       {"garbage\n", "reserved=12\n", "reserved=x clean=1\n", "clean=1 reserved=5\n"}) {
+    test::TempDir tmp;
+    ASSERT_TRUE(open_ok(tmp.path()));
+    write_file(tmp.sub("seq"), bad);
+    auto db = StateDb::open(tmp.path());
+    ASSERT_FALSE(db) << bad;
+    EXPECT_NE(db.error().message().find(tmp.sub("seq")), std::string::npos) << db.error().message();
+    EXPECT_NE(db.error().message().find("damaged"), std::string::npos) << db.error().message();
+  }
+}
+
+TEST(StateDb, AnEmptySeqFileStartsFromTheDatabase) {
+  // An empty file is what a crash right after creating it leaves: treated as new.
+  test::TempDir tmp;
+  ASSERT_TRUE(open_ok(tmp.path()));
+  write_file(tmp.sub("seq"), "");
+  auto db = open_ok(tmp.path());
+  ASSERT_TRUE(db);
+  EXPECT_EQ(db->seq_reserved(), 0u);
+  EXPECT_FALSE(db->clean_at_open());
+  EXPECT_EQ(read_file(tmp.sub("seq")).size(), 64u);
+}
+
+TEST(StateDb, AHandWrittenSeqRecordIsAccepted) {
+  test::TempDir tmp;
+  ASSERT_TRUE(open_ok(tmp.path()));
+  write_file(tmp.sub("seq"), "reserved=1000 clean=1\n");
+  auto db = open_ok(tmp.path());
+  ASSERT_TRUE(db);
+  EXPECT_EQ(db->seq_reserved(), 1000u);
+  EXPECT_TRUE(db->clean_at_open());
+  // Rewritten in place: the longer record replaces the shorter one whole.
+  ASSERT_TRUE(db->reserve_seq(2000));
+  db.reset();
+  db = open_ok(tmp.path());
+  EXPECT_EQ(db->seq_reserved(), 2000u);
+  EXPECT_FALSE(db->clean_at_open());
 }
 
 TEST(StateDb, UnusableDirectoryFailsWithAMessage) {
