@@ -1,13 +1,17 @@
 #include "daemon/manager.h"
 
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <tuple>
 #include <fmt/format.h>
 
 #include "base/log.h"
@@ -67,7 +71,11 @@ Manager::~Manager() {
   // The server and sources reference the loop and bus; tear down in dependency order.
   server_.reset();
   replay_.reset();
+  uevent_.reset();
   kmsg_.reset();
+  if (block_timer_) loop_->cancel_timer(*block_timer_);
+  block_timer_.reset();
+  block_merger_.reset();
   fanotify_errors_.reset();
   sysfs_errors_.reset();
   fs_errors_.reset();
@@ -84,6 +92,7 @@ void Manager::shutdown() {
     fs_errors_->flush();
     if (sysfs_errors_) sysfs_errors_->persist();
   }
+  if (block_merger_) emit_block_errors(block_merger_->flush_all());
   folder_->flush_all();
   if (journal_->flush(std::chrono::milliseconds(5000)) && journal_->healthy()) {
     if (auto r = db_->mark_clean_shutdown(bus_->last_seq()); !r)
@@ -206,7 +215,10 @@ Result<void> Manager::start(Deps deps) {
     mount_table_ = std::move(*t);
   }
   bool fs_error_sources = deps.fs_error_sources.value_or(!fake_mount_table);
-  if (fs_error_sources) start_fs_errors();
+  if (fs_error_sources) {
+    start_fs_errors();
+    start_block_sources();
+  }
 
   if (int fd = mount_table_->poll_fd(); fd >= 0) {
     auto r = loop_->add_fd(fd, EPOLLPRI | EPOLLERR, [this](uint32_t) { refresh_mounts(); });
@@ -389,10 +401,11 @@ void Manager::start_fs_errors() {
   if (!fanotify_errors_->available())
     unavailable("fanotify", "fanotify-fs-error",
                 fanotify_errors_->reason() + "; errors are counted from the kernel log and the filesystems' own counters");
-  // Block-layer lines are recognised by the kmsg source; block.io_error events come later.
+  // Block-layer lines become block.io_error events (merged into ranges: on_block_line).
+  block_merger_ = std::make_unique<BlockErrorMerger>(loop_->clock());
   auto kmsg = KmsgSource::create(
       *loop_, [this](FsErrorReport r) { fs_errors_->report(std::move(r)); },
-      [](const BlockErrorLine&, const KmsgRecord&) {});
+      [this](const BlockErrorLine& b, const KmsgRecord&) { on_block_line(b); });
   if (kmsg)
     kmsg_ = std::move(*kmsg);
   else
@@ -401,6 +414,153 @@ void Manager::start_fs_errors() {
       *loop_, db_.get(), [this](FsErrorReport r) { fs_errors_->report(std::move(r)); },
       [this](FsErrorReport r, json detail) { fs_errors_->catch_up(std::move(r), std::move(detail)); },
       SysfsErrorSource::Options{});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block-layer errors (kmsg fallback) and device events (uevents)
+
+namespace {
+
+bool safe_block_name(const std::string& name) {
+  if (name.empty() || name.size() > 255 || name == "." || name == "..") return false;
+  return name.find('/') == std::string::npos;
+}
+
+// /sys/class/block/NAME/dev ("7:0").
+std::optional<std::pair<uint32_t, uint32_t>> block_dev_numbers(const std::string& name) {
+  if (!safe_block_name(name)) return std::nullopt;
+  std::ifstream in("/sys/class/block/" + name + "/dev");
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  unsigned maj = 0, min = 0;
+  if (std::sscanf(line.c_str(), "%u:%u", &maj, &min) != 2) return std::nullopt;
+  return std::pair<uint32_t, uint32_t>(maj, min);
+}
+
+std::optional<uint64_t> read_u64_file(const std::string& path) {
+  std::ifstream in(path);
+  uint64_t v = 0;
+  if (!(in >> v)) return std::nullopt;
+  return v;
+}
+
+// Requests the device cannot do at all (EOPNOTSUPP): mkfs and ext4's lazy init try them on
+// loop-over-FUSE. Not media errors.
+bool unsupported_request(const BlockErrorLine& b) {
+  if (b.subtype != "not_supported" && b.err != EOPNOTSUPP) return false;
+  return b.op == "DISCARD" || b.op == "WRITE_ZEROES" || b.op == "SECURE_ERASE";
+}
+
+}  // namespace
+
+void Manager::start_block_sources() {
+  auto uevent = UeventSource::create(*loop_, [this](Event e) { emit(std::move(e)); });
+  if (uevent) {
+    uevent_ = std::move(*uevent);
+    return;
+  }
+  std::string reason = uevent.error().message() + "; no device.added, device.removed, device.changed, device.resized";
+  log_warning("uevent: {}", reason);
+  Event e;
+  e.type = "source.unavailable";
+  e.severity = Severity::warning;
+  e.source = "uevent";
+  e.detail = {{"source", "uevent"}, {"reason", reason}};
+  emit(std::move(e));
+}
+
+void Manager::on_block_line(const BlockErrorLine& b) {
+  if (!block_merger_) return;
+  if (b.subtype == "suppressed") {
+    // Only the block layer's own rate limit counts requests; buffer_io_error repeats them.
+    if (b.function == "blk_print_req_error" && !b.device.empty()) block_merger_->suppressed(b.device, b.count);
+    return;
+  }
+  if (b.subtype == "buffer" || b.device.empty() || !b.sector || unsupported_request(b)) return;
+  BlockErrorMerger::Report r;
+  r.device = b.device;
+  r.op = b.op;
+  r.subtype = b.subtype;
+  r.err = b.err;
+  r.sector = *b.sector;
+  emit_block_errors(block_merger_->add(r));
+  arm_block_timer();
+}
+
+void Manager::arm_block_timer() {
+  if (block_timer_) loop_->cancel_timer(*block_timer_);
+  block_timer_.reset();
+  auto when = block_merger_ ? block_merger_->next_deadline() : std::nullopt;
+  if (!when) return;
+  block_timer_ = loop_->add_timer(*when, [this] {
+    block_timer_.reset();
+    emit_block_errors(block_merger_->expire());
+    arm_block_timer();
+  });
+}
+
+void Manager::emit_block_errors(std::vector<BlockErrorMerger::Merged> ranges) {
+  const MonoTime mono = clock_->now();
+  const WallTime wall = clock_->wall_now();
+  auto to_wall = [&](MonoTime t) {
+    return wall - std::chrono::duration_cast<WallTime::duration>(mono - t);
+  };
+  for (auto& m : ranges) {
+    Event e;
+    e.type = "block.io_error";
+    e.severity = Severity::error;
+    e.source = "kmsg";
+    e.count = m.count();
+    e.first_time = to_wall(m.first);
+    e.last_time = to_wall(m.last);
+    DeviceRef d;
+    d.name = m.device;
+    if (auto n = block_dev_numbers(m.device)) std::tie(d.major, d.minor) = *n;
+    e.device = d;
+    e.fs = block_fs(m.device, m.sector);
+    e.detail["subtype"] = m.subtype;
+    e.detail["op"] = m.op;
+    e.detail["sector"] = m.sector;
+    // A single kmsg line gives no length; a merged range spans at least its requests' first sectors.
+    if (m.requests > 1 || m.sectors_known) e.detail["sectors"] = m.sectors;
+    e.detail["requests"] = m.requests;
+    if (m.suppressed) e.detail["suppressed"] = m.suppressed;
+    if (m.err) {
+      e.detail["errno"] = m.err;
+      if (const char* name = ::strerrorname_np(m.err)) e.detail["error"] = name;
+    }
+    emit(std::move(e));
+  }
+}
+
+std::optional<FsRef> Manager::block_fs(const std::string& name, uint64_t sector) const {
+  if (!safe_block_name(name)) return std::nullopt;
+  // The kernel names the whole disk and a sector on it: the partition holding that sector is
+  // where the filesystem is.
+  std::string target = name;
+  std::error_code ec;
+  for (const auto& ent : std::filesystem::directory_iterator("/sys/class/block/" + name, ec)) {
+    std::string dir = ent.path().string();
+    if (::access((dir + "/partition").c_str(), F_OK) != 0) continue;
+    auto start = read_u64_file(dir + "/start");
+    auto size = read_u64_file(dir + "/size");
+    if (start && size && sector >= *start && sector < *start + *size) {
+      target = ent.path().filename().string();
+      break;
+    }
+  }
+  auto lookup = [&](const std::string& n) -> const Filesystem* {
+    if (auto d = block_dev_numbers(n))
+      if (const Filesystem* fs = inventory_.find(d->first, d->second)) return fs;
+    // Mounted from /dev/NAME but with another superblock device (btrfs): by the mount source.
+    for (const Filesystem* fs : inventory_.all())
+      if (fs->source == "/dev/" + n) return fs;
+    return nullptr;
+  };
+  const Filesystem* fs = lookup(target);
+  if (!fs && target != name) fs = lookup(name);
+  if (!fs) return std::nullopt;
+  return fs_ref(*fs);
 }
 
 bool Manager::error_watched(const Filesystem& fs) const {
@@ -726,7 +886,10 @@ Reply<json> Manager::add_rule(const Peer& peer, const json& p) {
   if (has_rule == has_line) return invalid("give either \"rule\" or \"line\"");
   std::optional<Rule> current;
   if (has_rule) {
-    auto r = rule_from_json(p["rule"]);
+    json rule = p["rule"];
+    // ListRules replies carry "origin"; accept a listed rule sent back unchanged.
+    if (rule.is_object()) rule.erase("origin");
+    auto r = rule_from_json(rule);
     if (!r) return invalid(r.error().message());
     result = std::move(*r);
   } else {

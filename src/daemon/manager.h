@@ -19,12 +19,14 @@
 #include "daemon/mount/inventory.h"
 #include "daemon/mount/mount_table.h"
 #include "daemon/server/server.h"
+#include "daemon/source/block_error_merger.h"
 #include "daemon/source/fanotify_errors.h"
 #include "daemon/source/fs_error_correlator.h"
 #include "daemon/source/kmsg_source.h"
 #include "daemon/source/space_monitor.h"
 #include "daemon/source/statfs_runner.h"
 #include "daemon/source/sysfs_errors.h"
+#include "daemon/source/uevent_source.h"
 #include "daemon/state/state_db.h"
 
 namespace storwatch::daemon {
@@ -81,6 +83,12 @@ class Manager final : public Service {
   void sync_fs_errors();
   bool error_watched(const Filesystem& fs) const;
   std::optional<std::string> resolve_device(const std::string& name) const;
+  // Block-layer errors (kmsg fallback) and device events (uevents).
+  void start_block_sources();
+  void on_block_line(const BlockErrorLine& b);
+  void emit_block_errors(std::vector<BlockErrorMerger::Merged> ranges);
+  void arm_block_timer();
+  std::optional<FsRef> block_fs(const std::string& name, uint64_t sector) const;
   const Filesystem* find_dev(const std::string& dev) const;
 
   nlohmann::json filesystem_json(const Filesystem& fs) const;
@@ -119,6 +127,9 @@ class Manager final : public Service {
   std::unique_ptr<FanotifyErrorSource> fanotify_errors_;
   std::unique_ptr<SysfsErrorSource> sysfs_errors_;
   std::unique_ptr<KmsgSource> kmsg_;
+  std::unique_ptr<BlockErrorMerger> block_merger_;
+  std::optional<EventLoop::TimerId> block_timer_;
+  std::unique_ptr<UeventSource> uevent_;
   struct RoState {
     bool read_only = false, emergency_ro = false;
   };

@@ -114,9 +114,9 @@ std::vector<SourceStatus> probe_sources() {
   out.push_back(planned("fanotify-mount", {"mount.attached", "mount.detached", "mount.changed"},
                         try_fanotify(FAN_CLASS_NOTIF | kFanReportMnt)));
   {
-    // Implemented for filesystem errors; block.io_error from it comes later.
+    // Filesystem errors, and block.io_error until the eBPF source exists (rate-limited lines).
     std::string why = try_open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
-    out.push_back({"kmsg", why.empty(), why, {"fs.error", "fs.readonly", "fs.shutdown"}});
+    out.push_back({"kmsg", why.empty(), why, {"fs.error", "fs.readonly", "fs.shutdown", "block.io_error"}});
   }
   {
     std::string why = try_open("/sys/kernel/btf/vmlinux", O_RDONLY);
@@ -124,8 +124,11 @@ std::vector<SourceStatus> probe_sources() {
       why = "needs CAP_BPF (or CAP_SYS_ADMIN)";
     out.push_back(planned("ebpf", {"space.enospc", "space.edquot", "block.io_error"}, why));
   }
-  out.push_back(planned("uevent", {"device.added", "device.removed", "device.changed", "device.resized"},
-                        try_netlink(NETLINK_KOBJECT_UEVENT, 1)));
+  {
+    std::string why = try_netlink(NETLINK_KOBJECT_UEVENT, 1);
+    out.push_back({"uevent", why.empty(), why,
+                   {"device.added", "device.removed", "device.changed", "device.resized"}});
+  }
   out.push_back(planned("quota-netlink", {"quota.warning"}, try_netlink(NETLINK_GENERIC, 0)));
   return out;
 }

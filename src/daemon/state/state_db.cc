@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,6 +56,7 @@ std::string random_id() {
 StateDb::~StateDb() {
   if (db_) sqlite3_close(db_);
   if (seq_fd_ >= 0) ::close(seq_fd_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 namespace {
@@ -119,6 +121,15 @@ Result<std::unique_ptr<StateDb>> StateDb::open(const std::string& state_dir) {
   if (::mkdir(state_dir.c_str(), 0750) < 0 && errno != EEXIST)
     return fail_errno(errno, fmt::format("creating state directory {}", state_dir));
   std::unique_ptr<StateDb> s(new StateDb());
+  // Two daemons writing one journal and one numbering would break both; refuse the second.
+  std::string lock = state_dir + "/lock";
+  s->lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (s->lock_fd_ < 0) return fail_errno(errno, "opening " + lock);
+  if (::flock(s->lock_fd_, LOCK_EX | LOCK_NB) < 0) {
+    if (errno == EWOULDBLOCK)
+      return fail_errno(EBUSY, fmt::format("another storwatchd uses the state directory {}", state_dir));
+    return fail_errno(errno, "locking " + lock);
+  }
   s->path_ = state_dir + "/storwatch.db";
   int rc = sqlite3_open_v2(s->path_.c_str(), &s->db_,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);

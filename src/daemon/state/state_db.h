@@ -22,7 +22,8 @@ class StateDb {
  public:
   static constexpr int kSchemaVersion = 1;
 
-  // Creates the directory (0750) and the database when missing.
+  // Creates the directory (0750) and the database when missing. Fails with EBUSY when another
+  // storwatchd holds the directory.
   [[nodiscard]] static Result<std::unique_ptr<StateDb>> open(const std::string& state_dir);
   ~StateDb();
 
@@ -68,6 +69,7 @@ class StateDb {
   uint64_t seq_reserved_ = 0;
   bool clean_at_open_ = false;
   int seq_fd_ = -1;
+  int lock_fd_ = -1;  // flock on state_dir/lock: one daemon per state directory
 };
 
 }  // namespace storwatch::daemon

@@ -1,0 +1,6 @@
+# Block-layer I/O errors (kmsg fallback) and block device events (uevents) end to end (issue 7), as
+# root with a real storwatchd and a FUSE-backed loop device (test_block.py). Included by
+# tests/integration/CMakeLists.txt, which defines `it`. Takes about 40 seconds (the kernel's
+# 5 s log rate limit is waited out between tests).
+storwatch_add_script_test(integration.block
+  COMMAND ${Python3_EXECUTABLE} ${it}/test_block.py TIMEOUT 240)
