@@ -4,6 +4,7 @@ the state database.  Standard library only, like swtest.
 """
 
 import collections
+import errno
 import json
 import os
 import random
@@ -303,9 +304,13 @@ class Feeder:
 
     def _run(self):
         try:
-            fd = os.open(self.fifo, os.O_WRONLY)
+            # Non-blocking open: with no daemon reading (killed already), a blocking open would
+            # wait forever; ENXIO says so at once. The writes then block as usual.
+            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.set_blocking(fd, True)
         except OSError as e:
-            self.error = e
+            if e.errno != errno.ENXIO:
+                self.error = e
             self.done.set()
             return
         try:
@@ -337,7 +342,8 @@ class Feeder:
 
 def write_fifo(fifo, data, chunk=1 << 20):
     """Writes bytes into the FIFO (blocking; the daemon reads as fast as it can)."""
-    fd = os.open(fifo, os.O_WRONLY)
+    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO rather than a hang if nobody reads
+    os.set_blocking(fd, True)
     try:
         view = memoryview(data)
         while view:

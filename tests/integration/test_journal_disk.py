@@ -79,7 +79,8 @@ class DiskFullTest(JournalCase):
         until daemon.degraded, then `after_degraded` more, frees the space and waits for
         daemon.recovered and the journal to catch up; returns (daemon, monitor events, history)."""
         fs = self.cleanup.enter(swtest.LoopFs("ext4", size=16 * MiB, mkfs_args=("-m", "0", "-b", "4096")))
-        d = self.journal_daemon(lambda fifo: journal_config(fifo, buffer_events=buffer_events),
+        d = self.journal_daemon(lambda fifo: journal_config(fifo, buffer_events=buffer_events,
+                                                            queue_events=100000),
                                 state_dir=os.path.join(fs.mnt, "state"), print_events=False)
         mon = d.monitor(cleanup=self.cleanup)
         fsdir = d.dir  # the events are about the root filesystem, the journal is on fs.mnt

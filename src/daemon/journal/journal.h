@@ -6,7 +6,8 @@
 // as one stream.lost row, so the gap stays visible forever.
 //
 // Reads (history, replay for Subscribe with `after`) use their own connection and see committed rows
-// plus the events still waiting in memory, so a reader never misses an event that was published.
+// plus the events and losses still waiting in memory, so a reader never misses an event that was
+// published, nor a gap that was recorded.
 //
 // Thread-safety: all public methods may be called from the loop thread; the writer thread is
 // internal. The status callback runs on the writer thread.
