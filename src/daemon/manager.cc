@@ -209,6 +209,7 @@ Result<void> Manager::start(Deps deps) {
   const bool fake_mount_table = static_cast<bool>(deps.mount_table);
   if (deps.mount_table) {
     mount_table_ = std::move(deps.mount_table);
+    mount_tracker_ = MountTracker(nullptr);  // its mount points are not on this machine: no statx
   } else {
     auto t = ProcMountTable::open("/proc/self/mountinfo");
     if (!t) return fail(t.error());
@@ -289,6 +290,15 @@ void Manager::refresh_mounts() {
     return;
   }
   auto diff = inventory_.update(std::move(*mounts));
+  // mount.* events go to the bus directly, not through the Folder: each one is a state change a
+  // client applies to its copy of the table (Subscribe `mounts`), so none may be held or merged.
+  auto fs_of = [&](const MountEntry& m) -> std::optional<FsRef> {
+    if (const Filesystem* fs = inventory_.find(m.major, m.minor)) return fs_ref(*fs);
+    for (const auto& fs : diff.removed)
+      if (fs.major == m.major && fs.minor == m.minor) return fs_ref(fs);
+    return std::nullopt;
+  };
+  for (auto& e : mount_tracker_.apply(diff, fs_of)) publish(std::move(e));
   if (!diff.added.empty() || !diff.removed.empty() || !diff.changed.empty()) sync_space();
   // Also when nothing looks different: sync re-adds a fanotify mark the kernel dropped with a
   // superblock replaced between two reads.
@@ -705,9 +715,14 @@ Reply<Service::Stream> Manager::subscribe(const Peer&, const json& p) {
   if (!p.is_object()) return reply_error(errs::kInvalidParameter, {{"parameter", "parameters"}, {"reason", "must be an object"}});
   auto filter = make_filter(p);
   if (!filter) return tl::unexpected(filter.error());
-  if (p.contains("mounts") && p["mounts"].is_boolean() && p["mounts"].get<bool>())
+  bool mounts = false;
+  if (auto m = p.find("mounts"); m != p.end() && !m->is_null()) {
+    if (!m->is_boolean()) return tl::unexpected(invalid_param("mounts", "must be a boolean"));
+    mounts = m->get<bool>();
+  }
+  if (mounts && p.contains("after") && !p["after"].is_null())
     return tl::unexpected(invalid_param(
-        "mounts", "mount table streaming is not supported by this storwatchd version yet"));
+        "mounts", "cannot be combined with after: the table is the current one, replayed events are older"));
   Stream s;
   s.filter = std::move(*filter);
   if (auto a = p.find("after"); a != p.end() && !a->is_null()) {
@@ -723,6 +738,10 @@ Reply<Service::Stream> Manager::subscribe(const Peer&, const json& p) {
     s.fetch = [j](uint64_t after, size_t max) { return j->read({.after = after, .limit = max}); };
   }
   s.first_reply = stream_reply_fields();
+  // The table and the attach to the bus (by the server, right after this returns) both happen on
+  // the loop thread, between two reads of mountinfo: every change after this table is an event
+  // of the stream, and none before it is.
+  if (mounts) s.first_reply["mount_table"] = mount_tracker_.table_json(inventory_.mounts());
   return s;
 }
 
@@ -784,8 +803,7 @@ Reply<json> Manager::call(const Peer& peer, const std::string& method, const jso
   if (method == "RemoveRule") return remove_rule(peer, p);
   if (method == "Doctor") return doctor(peer);
   if (method == "ListEvents") return list_events(p);
-  if (method == "ListMounts")
-    return reply_error(errs::kMethodNotImplemented, {{"method", "io.storwatch." + method}});
+  if (method == "ListMounts") return json{{"mounts", mount_tracker_.table_json(inventory_.mounts())}};
   return reply_error(errs::kMethodNotFound, {{"method", "io.storwatch." + method}});
 }
 

@@ -18,6 +18,7 @@
 #include "daemon/loop/event_loop.h"
 #include "daemon/mount/inventory.h"
 #include "daemon/mount/mount_table.h"
+#include "daemon/mount/mount_tracker.h"
 #include "daemon/server/server.h"
 #include "daemon/source/block_error_merger.h"
 #include "daemon/source/fanotify_errors.h"
@@ -120,6 +121,7 @@ class Manager final : public Service {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::unique_ptr<MountTable> mount_table_;
   Inventory inventory_;
+  MountTracker mount_tracker_;  // mount.* events and the Mount table (ListMounts, Subscribe mounts)
   std::unique_ptr<StatfsRunner> statfs_;
   std::unique_ptr<SpaceMonitor> space_;
   // Filesystem errors: the sources report to the correlator, which emits the events.

@@ -4,7 +4,7 @@
 # while 100,000 events flow, and a flood of 1,000,000 equal events folded with bounded memory
 # (test_journal_flow.py); the journal's disk full (loop-mounted ext4) and retention
 # (test_journal_disk.py). Included by tests/integration/CMakeLists.txt, which defines `it`.
-# About 15 s, 30 s and 10 s on 2 cores.
+# About 12-25 s, 15-40 s and 5-8 s on 2 cores (RUN_SERIAL, like every integration test).
 storwatch_add_script_test(integration.journal COMMAND ${Python3_EXECUTABLE} ${it}/test_journal.py TIMEOUT 300)
 storwatch_add_script_test(integration.journal_flow
   COMMAND ${Python3_EXECUTABLE} ${it}/test_journal_flow.py TIMEOUT 300)

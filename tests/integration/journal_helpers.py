@@ -359,14 +359,3 @@ def seed():
     s = int(s) if s else random.SystemRandom().randrange(1 << 31)
     print(f"journal tests: JOURNAL_TEST_SEED={s}", file=sys.stderr, flush=True)
     return s
-
-
-def lost_ranges(events):
-    """(first_seq, last_seq, count) of each stream.lost event."""
-    return [(e["detail"]["first_seq"], e["detail"]["last_seq"], e["detail"]["count"])
-            for e in events if e["type"] == "stream.lost"]
-
-
-def monotonic_deadline(seconds):
-    end = time.monotonic() + seconds
-    return lambda: time.monotonic() >= end

@@ -212,9 +212,17 @@ class RetentionTest(JournalCase):
             size = os.path.getsize(d.db_path)
             wal = os.path.getsize(d.db_path + "-wal")
             sizes.append((used, size, wal))
-        rows = history(d)
-        seqs = [r["seq"] for r in rows]
         last = d.doctor()["last_seq"]
+
+        def settled():
+            # Retention runs on the writer thread after the commit that journaled_seq reports,
+            # so it may still be deleting: a listing taken meanwhile is not a snapshot (rows
+            # returned first may be gone by the end of the call). Read until it is done.
+            rows = history(d)
+            seqs = [r["seq"] for r in rows]
+            return rows if seqs == list(range(seqs[0], last + 1)) else None
+        rows = swtest.wait_for(settled, 30, "retention to finish")
+        seqs = [r["seq"] for r in rows]
         print(f"retention max_size=1M: {n} events fed, {len(rows)} kept (#{seqs[0]}..#{last}); "
               f"(pages in use, db file, WAL file) after each 5000: "
               f"{[(round(u / MiB, 2), round(s / MiB, 2), round(w / MiB, 2)) for u, s, w in sizes]} MiB",
@@ -251,7 +259,8 @@ class RetentionTest(JournalCase):
         d.wait_journaled()
         rows = history(d)
         self.assertEqual([r["seq"] for r in rows if r["seq"] <= before[-1]], [s for s in before if s > cut])
-        self.assertEqual([r["detail"]["n"] for r in rows if r["source"] == "replay"], list(range(100, 300)) + [1000])
+        self.assertEqual([r["detail"]["n"] for r in rows if r["source"] == "replay"],
+                         list(range(100, 300)) + [1000])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import swtest  # noqa: E402
 from journal_helpers import (Feeder, JournalDaemon, error_line, history,  # noqa: E402
-                             journal_config, list_events, lost_ranges, write_fifo)
+                             journal_config, list_events, write_fifo)
 
 MiB = 1 << 20
 

@@ -291,7 +291,7 @@ TEST(Uevent, ArbitraryBytesNeverCrash) {
     if (u) (void)uevent_to_event(*u, std::nullopt);
   }
   for (size_t i = 0; i < base.size(); ++i)
-    for (int b : {0, '=', '@', '/', 0xff}) {
+    for (int b : {0, int('='), int('@'), int('/'), 0xff}) {
       std::string s = base;
       s[i] = static_cast<char>(b);
       auto u = parse_uevent(s);
