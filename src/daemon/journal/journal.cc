@@ -7,27 +7,11 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "daemon/state/sqlite_util.h"
 
 namespace storwatch::daemon {
 
 namespace {
-
-Error sql_error(sqlite3* db, std::string_view what) {
-  int code = sqlite3_errcode(db) & 0xff;
-  int err = code == SQLITE_FULL ? ENOSPC : code == SQLITE_READONLY ? EROFS : code == SQLITE_IOERR ? EIO : EIO;
-  return Error::from_errno(err, fmt::format("journal: {}: {}", what, sqlite3_errmsg(db)));
-}
-
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
-  ~Stmt() { sqlite3_finalize(s_); }
-  sqlite3_stmt* get() { return s_; }
-  explicit operator bool() const { return s_ != nullptr; }
-
- private:
-  sqlite3_stmt* s_ = nullptr;
-};
 
 int64_t to_us(Event::Time t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
@@ -38,7 +22,7 @@ Result<sqlite3*> open_db(const std::string& path) {
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                            nullptr);
   if (rc != SQLITE_OK) {
-    auto e = sql_error(db, "opening " + path);
+    auto e = sql_error(db, "journal: opening " + path);
     sqlite3_close(db);
     return fail(e);
   }
@@ -81,7 +65,7 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& db_path, Journ
       "INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_schema', '1');";
   char* msg = nullptr;
   if (sqlite3_exec(j->wdb_, schema, nullptr, nullptr, &msg) != SQLITE_OK) {
-    auto e = sql_error(j->wdb_, "creating tables");
+    auto e = sql_error(j->wdb_, "journal: creating tables");
     sqlite3_free(msg);
     return fail(e);
   }
@@ -89,7 +73,7 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& db_path, Journ
     // The last row; when it is a stream.lost record (seq = first_seq), the numbers up to its
     // last_seq are accounted for too: a crash before anything else was journaled must not
     // record them a second time.
-    Stmt st(j->wdb_, "SELECT seq, type, event FROM events ORDER BY seq DESC LIMIT 1");
+    SqlStmt st(j->wdb_, "SELECT seq, type, event FROM events ORDER BY seq DESC LIMIT 1");
     if (st && sqlite3_step(st.get()) == SQLITE_ROW) {
       j->max_at_open_ = static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
       const char* type = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 1));
@@ -106,7 +90,7 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& db_path, Journ
   }
   j->journaled_ = j->max_at_open_;
   {
-    Stmt st(j->wdb_, "SELECT value FROM meta WHERE key = 'journal_id'");
+    SqlStmt st(j->wdb_, "SELECT value FROM meta WHERE key = 'journal_id'");
     if (st && sqlite3_step(st.get()) == SQLITE_ROW)
       j->journal_id_ = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0));
   }
@@ -169,10 +153,10 @@ size_t Journal::buffered() const {
 
 Result<void> Journal::write_batch(const std::vector<EventPtr>& batch) {
   if (sqlite3_exec(wdb_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
-    return fail(sql_error(wdb_, "begin"));
-  Stmt st(wdb_, "INSERT OR REPLACE INTO events (seq, time_us, type, event) VALUES (?1, ?2, ?3, ?4)");
+    return fail(sql_error(wdb_, "journal: begin"));
+  SqlStmt st(wdb_, "INSERT OR REPLACE INTO events (seq, time_us, type, event) VALUES (?1, ?2, ?3, ?4)");
   if (!st) {
-    auto e = sql_error(wdb_, "prepare");
+    auto e = sql_error(wdb_, "journal: prepare");
     sqlite3_exec(wdb_, "ROLLBACK", nullptr, nullptr, nullptr);
     return fail(e);
   }
@@ -182,14 +166,14 @@ Result<void> Journal::write_batch(const std::vector<EventPtr>& batch) {
     sqlite3_bind_text(st.get(), 3, e->event.type.c_str(), -1, SQLITE_STATIC);
     sqlite3_bind_text(st.get(), 4, e->json.c_str(), static_cast<int>(e->json.size()), SQLITE_STATIC);
     if (sqlite3_step(st.get()) != SQLITE_DONE) {
-      auto err = sql_error(wdb_, "insert");
+      auto err = sql_error(wdb_, "journal: insert");
       sqlite3_exec(wdb_, "ROLLBACK", nullptr, nullptr, nullptr);
       return fail(err);
     }
     sqlite3_reset(st.get());
   }
   if (sqlite3_exec(wdb_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-    auto err = sql_error(wdb_, "commit");
+    auto err = sql_error(wdb_, "journal: commit");
     sqlite3_exec(wdb_, "ROLLBACK", nullptr, nullptr, nullptr);
     return fail(err);
   }
@@ -198,23 +182,23 @@ Result<void> Journal::write_batch(const std::vector<EventPtr>& batch) {
 
 void Journal::retain() {
   auto cutoff = std::chrono::system_clock::now() - options_.max_age;
-  Stmt del(wdb_, "DELETE FROM events WHERE time_us < ?1");
+  SqlStmt del(wdb_, "DELETE FROM events WHERE time_us < ?1");
   sqlite3_bind_int64(del.get(), 1, to_us(cutoff));
   sqlite3_step(del.get());
   for (int round = 0; round < 64; ++round) {
     int64_t pages = 0, free_pages = 0, page_size = 4096;
     {
-      Stmt a(wdb_, "PRAGMA page_count");
+      SqlStmt a(wdb_, "PRAGMA page_count");
       if (sqlite3_step(a.get()) == SQLITE_ROW) pages = sqlite3_column_int64(a.get(), 0);
-      Stmt b(wdb_, "PRAGMA freelist_count");
+      SqlStmt b(wdb_, "PRAGMA freelist_count");
       if (sqlite3_step(b.get()) == SQLITE_ROW) free_pages = sqlite3_column_int64(b.get(), 0);
-      Stmt c(wdb_, "PRAGMA page_size");
+      SqlStmt c(wdb_, "PRAGMA page_size");
       if (sqlite3_step(c.get()) == SQLITE_ROW) page_size = sqlite3_column_int64(c.get(), 0);
     }
     uint64_t used = static_cast<uint64_t>(pages - free_pages) * static_cast<uint64_t>(page_size);
     if (used <= options_.max_bytes) break;
     // Oldest tenth at a time: the size is approximate (pages, not rows) and this stays cheap.
-    Stmt d(wdb_,
+    SqlStmt d(wdb_,
            "DELETE FROM events WHERE seq <= (SELECT seq FROM events ORDER BY seq "
            "LIMIT 1 OFFSET (SELECT COUNT(*) / 10 FROM events))");
     if (sqlite3_step(d.get()) != SQLITE_DONE || sqlite3_changes(wdb_) == 0) break;
@@ -300,10 +284,10 @@ Result<std::vector<EventPtr>> Journal::read(const Query& q) {
   // Holding mu_ across the SELECT and the queue scan: the writer pops only after its commit, so
   // every appended event is in the database or in the queue (or both: deduplicated by seq).
   std::lock_guard lock(mu_);
-  Stmt st(rdb_, q.since ? "SELECT event FROM events WHERE seq > ?1 AND seq <= ?2 AND time_us >= ?4 "
+  SqlStmt st(rdb_, q.since ? "SELECT event FROM events WHERE seq > ?1 AND seq <= ?2 AND time_us >= ?4 "
                           "ORDER BY seq LIMIT ?3"
                         : "SELECT event FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3");
-  if (!st) return fail(sql_error(rdb_, "prepare read"));
+  if (!st) return fail(sql_error(rdb_, "journal: prepare read"));
   sqlite3_bind_int64(st.get(), 1, static_cast<sqlite3_int64>(q.after));
   sqlite3_bind_int64(st.get(), 2, static_cast<sqlite3_int64>(std::min<uint64_t>(q.upto, INT64_MAX)));
   sqlite3_bind_int64(st.get(), 3, static_cast<sqlite3_int64>(q.limit));
@@ -321,7 +305,7 @@ Result<std::vector<EventPtr>> Journal::read(const Query& q) {
     b->event = std::move(*e);
     out.push_back(std::move(b));
   }
-  if (rc != SQLITE_DONE) return fail(sql_error(rdb_, "read"));
+  if (rc != SQLITE_DONE) return fail(sql_error(rdb_, "journal: read"));
   // Losses not written yet are part of the history too: a reader must not step over them unaware.
   std::vector<EventPtr> gaps;
   for (const auto& g : gaps_.closed) gaps.push_back(gap_event(g, journal_id_));

@@ -13,32 +13,11 @@
 #include <cerrno>
 #include <fmt/format.h>
 
+#include "daemon/state/sqlite_util.h"
+
 namespace storwatch::daemon {
 
 namespace {
-
-Error sql_error(sqlite3* db, std::string_view what) {
-  int code = sqlite3_extended_errcode(db);
-  // Map the conditions an operator can act on to errno values, so messages read naturally.
-  int err = EIO;
-  if ((code & 0xff) == SQLITE_FULL) err = ENOSPC;
-  if ((code & 0xff) == SQLITE_READONLY) err = EROFS;
-  if ((code & 0xff) == SQLITE_CANTOPEN) err = EACCES;
-  if ((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED) err = EBUSY;
-  return Error::from_errno(err, fmt::format("{}: {}", what, sqlite3_errmsg(db)));
-}
-
-// A prepared statement that finalizes itself.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
-  ~Stmt() { sqlite3_finalize(s_); }
-  sqlite3_stmt* get() { return s_; }
-  explicit operator bool() const { return s_ != nullptr; }
-
- private:
-  sqlite3_stmt* s_ = nullptr;
-};
 
 std::string random_id() {
   unsigned char b[16];
@@ -156,7 +135,7 @@ Result<void> StateDb::init_schema() {
     return r;
   }
   auto get = [&](const char* key) -> std::string {
-    Stmt st(db_, "SELECT value FROM meta WHERE key = ?1");
+    SqlStmt st(db_, "SELECT value FROM meta WHERE key = ?1");
     sqlite3_bind_text(st.get(), 1, key, -1, SQLITE_STATIC);
     if (sqlite3_step(st.get()) == SQLITE_ROW)
       return reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0));
@@ -169,7 +148,7 @@ Result<void> StateDb::init_schema() {
   journal_id_ = get("journal_id");
   if (journal_id_.empty()) {
     journal_id_ = random_id();
-    Stmt st(db_,
+    SqlStmt st(db_,
             "INSERT INTO meta (key, value) VALUES ('journal_id', ?1), ('schema_version', ?2),"
             " ('seq_reserved', '0')");
     std::string v = std::to_string(kSchemaVersion);
@@ -190,7 +169,7 @@ Result<void> StateDb::reserve_seq(uint64_t upto) {
 
 Result<std::map<std::string, std::string>> StateDb::load_rules() {
   std::map<std::string, std::string> out;
-  Stmt st(db_, "SELECT path, rule FROM rules");
+  SqlStmt st(db_, "SELECT path, rule FROM rules");
   if (!st) return fail(sql_error(db_, "loading rules"));
   int rc;
   while ((rc = sqlite3_step(st.get())) == SQLITE_ROW)
@@ -201,7 +180,7 @@ Result<std::map<std::string, std::string>> StateDb::load_rules() {
 }
 
 Result<void> StateDb::save_rule(const std::string& path, const std::string& json) {
-  Stmt st(db_, "INSERT OR REPLACE INTO rules (path, rule) VALUES (?1, ?2)");
+  SqlStmt st(db_, "INSERT OR REPLACE INTO rules (path, rule) VALUES (?1, ?2)");
   sqlite3_bind_text(st.get(), 1, path.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(st.get(), 2, json.c_str(), -1, SQLITE_TRANSIENT);
   if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "saving rule"));
@@ -209,7 +188,7 @@ Result<void> StateDb::save_rule(const std::string& path, const std::string& json
 }
 
 Result<void> StateDb::delete_rule(const std::string& path) {
-  Stmt st(db_, "DELETE FROM rules WHERE path = ?1");
+  SqlStmt st(db_, "DELETE FROM rules WHERE path = ?1");
   sqlite3_bind_text(st.get(), 1, path.c_str(), -1, SQLITE_TRANSIENT);
   if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "removing rule"));
   return {};
@@ -217,7 +196,7 @@ Result<void> StateDb::delete_rule(const std::string& path) {
 
 Result<std::set<std::pair<std::string, std::string>>> StateDb::load_crossed() {
   std::set<std::pair<std::string, std::string>> out;
-  Stmt st(db_, "SELECT fs, level FROM crossed");
+  SqlStmt st(db_, "SELECT fs, level FROM crossed");
   if (!st) return fail(sql_error(db_, "loading crossed levels"));
   int rc;
   while ((rc = sqlite3_step(st.get())) == SQLITE_ROW)
@@ -228,7 +207,7 @@ Result<std::set<std::pair<std::string, std::string>>> StateDb::load_crossed() {
 }
 
 Result<void> StateDb::set_crossed(const std::string& fs_key, const std::string& level_id, bool crossed) {
-  Stmt st(db_, crossed ? "INSERT OR IGNORE INTO crossed (fs, level) VALUES (?1, ?2)"
+  SqlStmt st(db_, crossed ? "INSERT OR IGNORE INTO crossed (fs, level) VALUES (?1, ?2)"
                        : "DELETE FROM crossed WHERE fs = ?1 AND level = ?2");
   sqlite3_bind_text(st.get(), 1, fs_key.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(st.get(), 2, level_id.c_str(), -1, SQLITE_TRANSIENT);
@@ -238,7 +217,7 @@ Result<void> StateDb::set_crossed(const std::string& fs_key, const std::string& 
 
 Result<std::map<std::string, uint64_t>> StateDb::load_error_counters() {
   std::map<std::string, uint64_t> out;
-  Stmt st(db_, "SELECT fs, count FROM fs_error_counters");
+  SqlStmt st(db_, "SELECT fs, count FROM fs_error_counters");
   if (!st) return fail(sql_error(db_, "loading error counters"));
   int rc;
   while ((rc = sqlite3_step(st.get())) == SQLITE_ROW)
@@ -249,7 +228,7 @@ Result<std::map<std::string, uint64_t>> StateDb::load_error_counters() {
 }
 
 Result<void> StateDb::save_error_counter(const std::string& fs_key, uint64_t count) {
-  Stmt st(db_, "INSERT OR REPLACE INTO fs_error_counters (fs, count) VALUES (?1, ?2)");
+  SqlStmt st(db_, "INSERT OR REPLACE INTO fs_error_counters (fs, count) VALUES (?1, ?2)");
   sqlite3_bind_text(st.get(), 1, fs_key.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(st.get(), 2, static_cast<sqlite3_int64>(count));
   if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "saving an error counter"));
