@@ -55,6 +55,14 @@ bool under(const std::string& path, const std::string& prefix) {
                             path[prefix.size()] == '/');
 }
 
+// "7:0" -> (7, 0): the form of mountinfo field 3, sysfs `dev` files and our "dev" fields.
+std::optional<std::pair<uint32_t, uint32_t>> parse_dev(const std::string& dev) {
+  unsigned maj = 0, min = 0;
+  char tail = 0;
+  if (std::sscanf(dev.c_str(), "%u:%u%c", &maj, &min, &tail) != 2) return std::nullopt;
+  return std::pair<uint32_t, uint32_t>(maj, min);
+}
+
 VarlinkError invalid_param(std::string param, std::string reason) {
   return VarlinkError{errs::kInvalidParameter, {{"parameter", std::move(param)}, {"reason", std::move(reason)}}};
 }
@@ -362,9 +370,7 @@ void Manager::sync_space() {
 
 void Manager::start_fs_errors() {
   auto dev_of = [](const std::string& dev) {
-    unsigned maj = 0, min = 0;
-    std::sscanf(dev.c_str(), "%u:%u", &maj, &min);
-    return std::pair<uint32_t, uint32_t>(maj, min);
+    return parse_dev(dev).value_or(std::pair<uint32_t, uint32_t>(0, 0));
   };
   FsErrorCorrelator::Hooks hooks;
   hooks.emit = [this](Event e) { emit(std::move(e)); };
@@ -400,13 +406,7 @@ void Manager::start_fs_errors() {
       },
       FanotifyErrorSource::Options{});
   auto unavailable = [this](const std::string& source, const std::string& name, const std::string& reason) {
-    log_warning("{}: {}", name, reason);
-    Event e;
-    e.type = "source.unavailable";
-    e.severity = Severity::warning;
-    e.source = source;
-    e.detail = {{"source", name}, {"reason", reason}};
-    emit(std::move(e));
+    report_unavailable(source, name, reason);
   };
   if (!fanotify_errors_->available())
     unavailable("fanotify", "fanotify-fs-error",
@@ -431,9 +431,12 @@ void Manager::start_fs_errors() {
 
 namespace {
 
+// A kernel device name as it may stand in a sysfs path (the name comes from kernel log text).
 bool safe_block_name(const std::string& name) {
-  if (name.empty() || name.size() > 255 || name == "." || name == "..") return false;
-  return name.find('/') == std::string::npos;
+  if (name.empty() || name.size() > 64 || name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
+  });
 }
 
 // /sys/class/block/NAME/dev ("7:0").
@@ -442,9 +445,7 @@ std::optional<std::pair<uint32_t, uint32_t>> block_dev_numbers(const std::string
   std::ifstream in("/sys/class/block/" + name + "/dev");
   std::string line;
   if (!std::getline(in, line)) return std::nullopt;
-  unsigned maj = 0, min = 0;
-  if (std::sscanf(line.c_str(), "%u:%u", &maj, &min) != 2) return std::nullopt;
-  return std::pair<uint32_t, uint32_t>(maj, min);
+  return parse_dev(line);
 }
 
 std::optional<uint64_t> read_u64_file(const std::string& path) {
@@ -469,13 +470,17 @@ void Manager::start_block_sources() {
     uevent_ = std::move(*uevent);
     return;
   }
-  std::string reason = uevent.error().message() + "; no device.added, device.removed, device.changed, device.resized";
-  log_warning("uevent: {}", reason);
+  report_unavailable("uevent", "uevent",
+                     uevent.error().message() + "; no device.added, device.removed, device.changed, device.resized");
+}
+
+void Manager::report_unavailable(const std::string& source, const std::string& name, const std::string& reason) {
+  log_warning("{}: {}", name, reason);
   Event e;
   e.type = "source.unavailable";
   e.severity = Severity::warning;
-  e.source = "uevent";
-  e.detail = {{"source", "uevent"}, {"reason", reason}};
+  e.source = source;
+  e.detail = {{"source", name}, {"reason", reason}};
   emit(std::move(e));
 }
 
@@ -559,16 +564,8 @@ std::optional<FsRef> Manager::block_fs(const std::string& name, uint64_t sector)
       break;
     }
   }
-  auto lookup = [&](const std::string& n) -> const Filesystem* {
-    if (auto d = block_dev_numbers(n))
-      if (const Filesystem* fs = inventory_.find(d->first, d->second)) return fs;
-    // Mounted from /dev/NAME but with another superblock device (btrfs): by the mount source.
-    for (const Filesystem* fs : inventory_.all())
-      if (fs->source == "/dev/" + n) return fs;
-    return nullptr;
-  };
-  const Filesystem* fs = lookup(target);
-  if (!fs && target != name) fs = lookup(name);
+  const Filesystem* fs = filesystem_on_device(target, nullptr);
+  if (!fs && target != name) fs = filesystem_on_device(name, nullptr);
   if (!fs) return std::nullopt;
   return fs_ref(*fs);
 }
@@ -590,36 +587,37 @@ bool Manager::error_watched(const Filesystem& fs) const {
 }
 
 const Filesystem* Manager::find_dev(const std::string& dev) const {
-  unsigned maj = 0, min = 0;
-  if (std::sscanf(dev.c_str(), "%u:%u", &maj, &min) != 2) return nullptr;
-  return inventory_.find(maj, min);
+  auto d = parse_dev(dev);
+  return d ? inventory_.find(d->first, d->second) : nullptr;
+}
+
+const Filesystem* Manager::filesystem_on_device(const std::string& name,
+                                                bool (Manager::*accept)(const Filesystem&) const) const {
+  // The superblock on that device by its major:minor from sysfs; else (btrfs, whose superblock
+  // dev is anonymous) by the mount source, also through /dev/mapper and /dev/disk links.
+  auto ok = [&](const Filesystem* fs) { return fs && (!accept || (this->*accept)(*fs)); };
+  auto d = block_dev_numbers(name);
+  if (!d) {
+    if (!safe_block_name(name)) return nullptr;
+  } else if (const Filesystem* fs = inventory_.find(d->first, d->second); ok(fs)) {
+    return fs;
+  }
+  const std::string want = "/dev/" + name;
+  for (const Filesystem* fs : inventory_.all()) {
+    if (!ok(fs) || fs->source.rfind("/dev/", 0) != 0) continue;
+    if (fs->source == want) return fs;
+    if (fs->source.rfind("/dev/mapper/", 0) == 0 || fs->source.rfind("/dev/disk/", 0) == 0) {
+      char real[PATH_MAX];
+      if (::realpath(fs->source.c_str(), real) && want == real) return fs;
+    }
+  }
+  return nullptr;
 }
 
 std::optional<std::string> Manager::resolve_device(const std::string& name) const {
-  // The kernel's device name from a log line ("loop1", "sda2", "dm-0", jbd2's "loop1-8"): its
-  // major:minor from sysfs names the filesystem whose superblock is that device; btrfs (whose
-  // superblock dev is anonymous) is found by its mount source.
-  auto safe = [](const std::string& n) {
-    if (n.empty() || n.size() > 64 || n == "." || n == "..") return false;
-    return std::all_of(n.begin(), n.end(), [](char c) {
-      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
-    });
-  };
+  // The kernel's device name from a log line ("loop1", "sda2", "dm-0", jbd2's "loop1-8").
   auto lookup = [&](const std::string& n) -> std::optional<std::string> {
-    if (!safe(n)) return std::nullopt;
-    std::ifstream in("/sys/class/block/" + n + "/dev");
-    std::string dev;
-    if (in >> dev) {
-      if (const Filesystem* fs = find_dev(dev); fs && error_watched(*fs)) return fs->dev();
-    }
-    for (const Filesystem* fs : inventory_.all()) {
-      if (!error_watched(*fs) || fs->source.rfind("/dev/", 0) != 0) continue;
-      if (fs->source == "/dev/" + n) return fs->dev();
-      if (fs->source.rfind("/dev/mapper/", 0) == 0 || fs->source.rfind("/dev/disk/", 0) == 0) {
-        char real[PATH_MAX];
-        if (::realpath(fs->source.c_str(), real) && std::string(real) == "/dev/" + n) return fs->dev();
-      }
-    }
+    if (const Filesystem* fs = filesystem_on_device(n, &Manager::error_watched)) return fs->dev();
     return std::nullopt;
   };
   if (auto d = lookup(name)) return d;
@@ -670,9 +668,7 @@ void Manager::sync_fs_errors() {
     } else {
       continue;
     }
-    auto [maj, min] = std::pair<unsigned, unsigned>(0, 0);
-    std::sscanf(dev.c_str(), "%u:%u", &maj, &min);
-    r.sb_dev = std::pair<uint32_t, uint32_t>(maj, min);
+    r.sb_dev = parse_dev(dev);
     fs_errors_->report(std::move(r));
   }
   error_watched_ = std::move(now);
@@ -868,8 +864,7 @@ Reply<json> Manager::get_filesystem(const json& p) {
     fs = resolve_path(what);
   } else if (auto d = p.find("dev"); d != p.end() && d->is_string()) {
     what = d->get<std::string>();
-    unsigned maj = 0, min = 0;
-    if (std::sscanf(what.c_str(), "%u:%u", &maj, &min) == 2) fs = inventory_.find(maj, min);
+    if (auto num = parse_dev(what)) fs = inventory_.find(num->first, num->second);
   } else {
     return tl::unexpected(invalid_param("path", "give \"path\" or \"dev\""));
   }

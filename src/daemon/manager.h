@@ -91,6 +91,11 @@ class Manager final : public Service {
   void arm_block_timer();
   std::optional<FsRef> block_fs(const std::string& name, uint64_t sector) const;
   const Filesystem* find_dev(const std::string& dev) const;
+  // The filesystem on a kernel block device name ("loop1", "sda2"), among those `accept` allows
+  // (all when null).
+  const Filesystem* filesystem_on_device(const std::string& name,
+                                         bool (Manager::*accept)(const Filesystem&) const) const;
+  void report_unavailable(const std::string& source, const std::string& name, const std::string& reason);
 
   nlohmann::json filesystem_json(const Filesystem& fs) const;
   nlohmann::json rules_json() const;
