@@ -34,7 +34,7 @@ watch_readonly = false # also watch read-only mounts
 statfs_timeout = "5s"
 # Polling adapts between these: faster as free space nears a level or the fill rate rises.
 poll_min = "100ms"
-poll_max = "30s"
+poll_max = "5s"
 # Levels for every watched filesystem that has no rule of its own. "Free" is what df shows as
 # available (f_bavail, f_favail). An empty list polls only filesystems that have rules.
 levels = [

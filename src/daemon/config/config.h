@@ -32,7 +32,7 @@ struct Config {
 
   std::chrono::milliseconds statfs_timeout{5000};
   std::chrono::milliseconds poll_min{100};
-  std::chrono::milliseconds poll_max{30000};
+  std::chrono::milliseconds poll_max{5000};
   std::vector<Level> default_levels;  // for watched filesystems without a rule of their own
   std::vector<Rule> rules;            // rules from the config file (not changeable at runtime)
 

@@ -31,7 +31,7 @@ class SpaceMonitor {
   struct Options {
     std::chrono::milliseconds statfs_timeout{5000};
     std::chrono::milliseconds poll_min{100};
-    std::chrono::milliseconds poll_max{30000};
+    std::chrono::milliseconds poll_max{5000};
   };
   // What applies to one filesystem now.
   struct Plan {

@@ -31,7 +31,7 @@ TEST(Config, EmbeddedDefaultParses) {
   EXPECT_EQ(c.state_dir, kDefaultStateDir);
   EXPECT_EQ(c.statfs_timeout, 5s);
   EXPECT_EQ(c.poll_min, 100ms);
-  EXPECT_EQ(c.poll_max, 30s);
+  EXPECT_EQ(c.poll_max, 5s);
   EXPECT_FALSE(c.watch_readonly);
   EXPECT_TRUE(c.rules.empty());
   ASSERT_EQ(c.default_levels.size(), 6u);
