@@ -6,8 +6,10 @@ set -eu
 # Why each package is here: docs/dependencies.md.
 PACKAGES="
 build-essential cmake ninja-build pkg-config clang
+libbpf-dev bpftool libelf-dev zlib1g-dev
 libexpected-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libfmt-dev
 libsystemd-dev libsqlite3-dev libfuse3-dev fuse3
+libcpp-httplib-dev libnats-dev nats-server prometheus prometheus-alertmanager
 libgtest-dev libgmock-dev libbenchmark-dev
 e2fsprogs xfsprogs btrfs-progs util-linux mount systemd python3 procps strace
 "
