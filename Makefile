@@ -32,17 +32,20 @@ test-unit: build
 test-integration: build
 	ctest --test-dir $(BUILD) --output-on-failure -L integration
 
-# The whole suite under ASan and UBSan.
+# The whole suite under ASan and UBSan (the integration tests start the sanitized storwatchd).
+# Any report fails the test that triggered it; leaks are reported when a process exits.
+SANITIZE_ENV = ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 test-sanitize: deps
 	cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSTORWATCH_SANITIZE=ON -DSTORWATCH_BENCH=OFF
 	cmake --build build-sanitize -j $(JOBS)
-	ctest --test-dir build-sanitize --output-on-failure -j $(JOBS) --timeout 600
+	$(SANITIZE_ENV) ctest --test-dir build-sanitize --output-on-failure -j $(JOBS) --timeout 900
 
-# Each libFuzzer target for FUZZ_SECONDS (clang, ASan, UBSan).
+# Each libFuzzer target (every storwatch_fuzz() in fuzz/CMakeLists.txt) for FUZZ_SECONDS (clang,
+# ASan, UBSan); fails naming the target and its reproducer when one finds something.
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTORWATCH_FUZZ=ON
-	cmake --build build-fuzz -j $(JOBS) --target varlink_fuzz rule_parser_fuzz mountinfo_fuzz config_fuzz replay_fuzz kmsg_fuzz
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_all
 	./fuzz/run-all.sh build-fuzz/fuzz $(FUZZ_SECONDS)
 
 bench: build

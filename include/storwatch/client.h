@@ -98,8 +98,13 @@ class Client {
   [[nodiscard]] Result<nlohmann::json> remove_rule(const std::string& path);
   [[nodiscard]] Result<nlohmann::json> list_mounts();
   [[nodiscard]] Result<nlohmann::json> doctor();
-  // Journaled events, oldest first.
-  [[nodiscard]] Result<std::vector<Event>> list_events(const EventFilter& filter,
+  // Journaled events, oldest first: one page (the daemon returns at most 10000 per call).
+  struct EventPage {
+    std::vector<Event> events;
+    // When more may follow: the `after` of the next page.
+    std::optional<uint64_t> next_after;
+  };
+  [[nodiscard]] Result<EventPage> list_events(const EventFilter& filter,
                                                        std::optional<uint64_t> after,
                                                        std::optional<std::string> since,
                                                        std::optional<uint64_t> limit);

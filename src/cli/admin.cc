@@ -93,6 +93,10 @@ int run_status(const GlobalOptions& g, const StatusArgs& a) {
     if (i > 0) out += "\n";
     out += format_filesystem(filesystems[i]);
   }
+  // Where events go, after what is watched; a daemon that cannot say (older) shows nothing.
+  if (path.empty())
+    if (auto d = client->doctor(); d)
+      if (auto sinks = format_sinks(*d); !sinks.empty()) out += "\n" + sinks;
   print_text(out);
   return kExitOk;
 }

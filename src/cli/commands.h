@@ -54,7 +54,19 @@ struct RuleAddArgs {
   bool no_events = false;
 };
 
+// storwatch fleet monitor|history: events of every host publishing to NATS (docs/fleet.md).
+struct FleetArgs {
+  std::string nats;    // empty: $STORWATCH_NATS
+  std::string stream;  // empty: the library's default (STORWATCH)
+  std::string host;    // empty: every host
+  std::vector<std::string> types;
+  std::string since;  // history only
+  std::optional<uint64_t> limit;
+};
+
 int run_monitor(const GlobalOptions& g, const MonitorArgs& a);
+int run_fleet_monitor(const GlobalOptions& g, const FleetArgs& a);
+int run_fleet_history(const GlobalOptions& g, const FleetArgs& a);
 int run_history(const GlobalOptions& g, const HistoryArgs& a);
 int run_status(const GlobalOptions& g, const StatusArgs& a);
 int run_rules_list(const GlobalOptions& g);

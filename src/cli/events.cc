@@ -80,13 +80,23 @@ int run_history(const GlobalOptions& g, const HistoryArgs& a) {
   if (!client) return kExitError;
   std::optional<std::string> since;
   if (!a.since.empty()) since = since_argument(a.since);
-  auto events = client->list_events(*filter, a.after, since, a.limit);
-  if (!events) return report(events.error());
-  for (const auto& e : *events) {
-    if (g.json)
-      print_json_line(event_to_json(e));
-    else
-      print_text(event_to_line(e) + "\n");
+  // Follows the daemon's pages until the journal (or --limit) is exhausted.
+  std::optional<uint64_t> after = a.after;
+  uint64_t printed = 0;
+  for (;;) {
+    std::optional<uint64_t> want;
+    if (a.limit) want = *a.limit - printed;
+    auto page = client->list_events(*filter, after, since, want);
+    if (!page) return report(page.error());
+    for (const auto& e : page->events) {
+      if (g.json)
+        print_json_line(event_to_json(e));
+      else
+        print_text(event_to_line(e) + "\n");
+    }
+    printed += page->events.size();
+    if (!page->next_after || page->next_after == after || (a.limit && printed >= *a.limit)) break;
+    after = page->next_after;
   }
   return kExitOk;
 }

@@ -210,17 +210,21 @@ std::string format_rules(const json& rules) {
 }
 
 std::string format_mounts(const json& mounts) {
-  std::vector<std::array<std::string, 6>> rows;
-  rows.push_back({"ID", "DEV", "FSTYPE", "SOURCE", "PATH", "OPTIONS"});
+  std::vector<std::array<std::string, 7>> rows;
+  rows.push_back({"ID", "DEV", "FSTYPE", "SOURCE", "PATH", "OPTIONS", "PROPAGATION"});
   if (mounts.is_array()) {
     rows.reserve(mounts.size() + 1);
     for (const auto& m : mounts) {
       auto id = u64(m, "mnt_id");
+      std::string propagation;
+      if (auto p = m.find("propagation"); p != m.end() && p->is_array())
+        for (const auto& f : *p)
+          if (f.is_string()) propagation += (propagation.empty() ? "" : ",") + f.get<std::string>();
       rows.push_back({id ? std::to_string(*id) : "?", str(m, "dev"), str(m, "fstype"), str(m, "source"),
-                      str(m, "path"), str(m, "options")});
+                      str(m, "path"), str(m, "options"), propagation.empty() ? "private" : propagation});
     }
   }
-  std::array<size_t, 6> width{};
+  std::array<size_t, 7> width{};
   for (const auto& row : rows)
     for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
   std::string out;
@@ -256,9 +260,41 @@ std::string format_doctor(const json& d) {
     std::string line = fmt::format("  {:<{}}  {}", str(s, "name", "?"), w, state);
     if (auto types = strings(s, "types"); !types.empty() && flag(s, "available") == true)
       line += "  (" + join(types, " ") + ")";
+    if (auto c = s.find("counters"); c != s.end() && c->is_object() && !c->empty()) {
+      std::vector<std::string> parts;
+      for (const auto& [k, v] : c->items()) parts.push_back(k + " " + v.dump());
+      line += "  [" + join(parts, ", ") + "]";
+    }
+    // What running the source costs the machine (the eBPF syscall probe says).
+    if (auto cost = str(s, "cost"); !cost.empty()) line += fmt::format("\n  {:<{}}  cost: {}", "", w, cost);
     out += line + "\n";
   }
   if (sources.empty()) out += "  none reported\n";
+  if (const json& missing = array_at(d, "missing_capabilities"); !missing.empty()) {
+    out += "missing capabilities\n";
+    size_t cw = 0;
+    for (const auto& m : missing) cw = std::max(cw, str(m, "name", "?").size());
+    for (const auto& m : missing)
+      out += fmt::format("  {:<{}}  disables {}\n", str(m, "name", "?"), cw, str(m, "disables", "?"));
+  }
+  out += format_sinks(d);
+  return out;
+}
+
+std::string format_sinks(const json& d) {
+  const json& sinks = array_at(d, "sinks");
+  if (sinks.empty()) return "";
+  std::string out = "sinks\n";
+  size_t w = 0;
+  for (const auto& s : sinks) w = std::max(w, str(s, "name", "?").size());
+  for (const auto& s : sinks) {
+    std::string line = fmt::format("  {:<{}}  {}  delivered {}  up to seq {}  lag {}", str(s, "name", "?"), w,
+                                   str(s, "state", "?"), u64(s, "delivered").value_or(0),
+                                   u64(s, "cursor").value_or(0), u64(s, "lag").value_or(0));
+    if (auto f = u64(s, "failures"); f && *f) line += fmt::format("  failures {}", *f);
+    if (auto e = str(s, "last_error"); !e.empty()) line += "  last error: " + e;
+    out += line + "\n";
+  }
   return out;
 }
 

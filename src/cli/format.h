@@ -26,5 +26,7 @@ std::string format_rules(const nlohmann::json& rules);
 std::string format_mounts(const nlohmann::json& mounts);
 // The Doctor reply.
 std::string format_doctor(const nlohmann::json& doctor);
+// The "sinks" section of a Doctor reply (one line per sink); empty when there are none.
+std::string format_sinks(const nlohmann::json& doctor);
 
 }  // namespace storwatch::cli

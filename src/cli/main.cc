@@ -224,6 +224,37 @@ int main(int argc, char** argv) {
       "doctor", "Show which event sources work with this kernel and storwatchd's privileges");
   add_common(doctor, g, "Print storwatchd's reply (Doctor) as JSON");
 
+  // storwatch fleet: reads NATS, not storwatchd's socket (--socket is accepted and unused).
+  FleetArgs fleet_args;
+  uint64_t fleet_limit = 0;
+  auto* fleet = app.add_subcommand("fleet", "Events of every host publishing to NATS JetStream (docs/fleet.md)");
+  fleet->require_subcommand(1);
+  add_common(fleet, g, "Print each event as one JSON object per line, with \"host\"");
+  auto add_fleet_common = [&](CLI::App* cmd) {
+    cmd->add_option("--nats", fleet_args.nats,
+                    "The NATS server, e.g. nats://127.0.0.1:4222 (default: $STORWATCH_NATS)")
+        ->type_name("URL");
+    cmd->add_option("--stream", fleet_args.stream, "The JetStream stream (default: STORWATCH)")->type_name("NAME");
+    cmd->add_option("--host", fleet_args.host, "Only events of host H (as its storwatchd names itself)")
+        ->type_name("H");
+    add_list(cmd, "--type", fleet_args.types,
+             "Only events whose type matches GLOB, e.g. 'space.*' (repeatable; default: every type)", "GLOB");
+  };
+  auto* fleet_monitor = fleet->add_subcommand("monitor", "Print the hosts' events as they are published");
+  add_fleet_common(fleet_monitor);
+  add_common(fleet_monitor, g, "Print each event as one JSON object per line, with \"host\"");
+  fleet_monitor->footer("Each line starts with the host. Stops on Ctrl-C or SIGTERM (exit status 0).");
+  auto* fleet_history = fleet->add_subcommand("history", "Print the events the stream holds, oldest first");
+  add_fleet_common(fleet_history);
+  fleet_history
+      ->add_option("--since", fleet_args.since,
+                   "Only events the stream received since TIME: 2026-11-21T23:00:00Z (UTC), @EPOCH_SECONDS, "
+                   "or an age: 90s, 15m, 2h, 3d, 1w (default: the whole stream)")
+      ->type_name("TIME");
+  auto* fleet_limit_opt =
+      fleet_history->add_option("--limit", fleet_limit, "At most N events")->type_name("N")->check(kPositive);
+  add_common(fleet_history, g, "Print each event as one JSON object per line, with \"host\" and \"stream_seq\"");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -247,5 +278,10 @@ int main(int argc, char** argv) {
   if (rules_remove->parsed()) return run_rules_remove(g, remove_path);
   if (mounts->parsed()) return run_mounts(g, follow);
   if (doctor->parsed()) return run_doctor(g);
+  if (fleet_monitor->parsed()) return run_fleet_monitor(g, fleet_args);
+  if (fleet_history->parsed()) {
+    if (fleet_limit_opt->count() > 0) fleet_args.limit = fleet_limit;
+    return run_fleet_history(g, fleet_args);
+  }
   return kExitUsage;  // unreachable: require_subcommand(1)
 }

@@ -236,7 +236,7 @@ Result<json> Client::list_mounts() { return call("ListMounts"); }
 
 Result<json> Client::doctor() { return call("Doctor"); }
 
-Result<std::vector<Event>> Client::list_events(const EventFilter& filter, std::optional<uint64_t> after,
+Result<Client::EventPage> Client::list_events(const EventFilter& filter, std::optional<uint64_t> after,
                                                std::optional<std::string> since,
                                                std::optional<uint64_t> limit) {
   json p = json::object();
@@ -248,12 +248,16 @@ Result<std::vector<Event>> Client::list_events(const EventFilter& filter, std::o
   if (!reply) return fail(reply.error());
   auto it = reply->find("events");
   if (it == reply->end() || !it->is_array()) return fail(bad_reply("ListEvents", "no \"events\" array"));
-  std::vector<Event> out;
-  out.reserve(it->size());
+  EventPage out;
+  out.events.reserve(it->size());
   for (const auto& j : *it) {
     auto e = event_from_json(j);
     if (!e) return fail(bad_reply("ListEvents", e.error().message()));
-    out.push_back(std::move(*e));
+    out.events.push_back(std::move(*e));
+  }
+  if (auto n = reply->find("next_after"); n != reply->end() && !n->is_null()) {
+    if (!n->is_number_unsigned()) return fail(bad_reply("ListEvents", "\"next_after\" is not a sequence number"));
+    out.next_after = n->get<uint64_t>();
   }
   return out;
 }

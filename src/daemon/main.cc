@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
 
@@ -15,6 +18,7 @@
 #include "daemon/config/config.h"
 #include "daemon/manager.h"
 #include "daemon/server/server.h"
+#include "daemon/sink/metrics_server.h"
 
 using namespace storwatch;
 using namespace storwatch::daemon;
@@ -26,6 +30,7 @@ struct Args {
   bool config_given = false;
   std::string socket;
   std::string state_dir;
+  std::string metrics;
   bool print = false;
   bool print_default = false;
   bool check = false;
@@ -37,7 +42,35 @@ Result<Config> load(const Args& a) {
   if (!c) return c;
   if (!a.socket.empty()) c->socket = a.socket;
   if (!a.state_dir.empty()) c->state_dir = a.state_dir;
+  if (!a.metrics.empty()) {
+    if (auto m = parse_listen_address(a.metrics); !m) return fail(m.error());
+    c->metrics_listen = a.metrics;
+  }
   return c;
+}
+
+// Each client holds a socket. Raises the soft RLIMIT_NOFILE to what limits.clients needs, and the
+// hard limit too when allowed (CAP_SYS_RESOURCE); never lowers either. Without the capability the
+// soft limit stops at the hard one, and the log says how many clients that leaves room for.
+void raise_fd_limit(size_t max_clients) {
+  constexpr rlim_t kOwnFds = 256;  // sources, journal, sinks, statfs workers
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rlim_t need = 2 * static_cast<rlim_t>(max_clients) + kOwnFds;  // a socket and a pidfd each
+  if (rl.rlim_cur >= need) return;
+  if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+    rlimit more{need, need};
+    if (setrlimit(RLIMIT_NOFILE, &more) == 0) return;
+  }
+  rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? need : std::min(need, rl.rlim_max);
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    log_warning("raising the file descriptor limit to {}: {}", rl.rlim_cur, std::strerror(errno));
+    return;
+  }
+  if (rl.rlim_cur < need)
+    log_warning("file descriptor limit {} (hard) is too low for limits.clients = {}: about {} clients fit; "
+                "raise LimitNOFILE= or lower limits.clients",
+                rl.rlim_max, max_clients, rl.rlim_cur > kOwnFds ? (rl.rlim_cur - kOwnFds) / 2 : 0);
 }
 
 }  // namespace
@@ -57,6 +90,10 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", a.state_dir,
                  "state directory: rules set at runtime, levels crossed, sequence numbers (default: from "
                  "the config, " + std::string(kDefaultStateDir) + ")");
+  app.add_option("--metrics", a.metrics,
+                 "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9639 (default: from the "
+                 "config, [metrics] listen; off when empty)")
+      ->type_name("ADDR");
   app.add_flag("--print", a.print, "also print each event as a readable line on stdout");
   app.add_flag("--print-default-config", a.print_default, "print the embedded default configuration and exit");
   app.add_flag("--check-config", a.check, "check the configuration and exit (status 0 when valid)");
@@ -101,12 +138,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  // Each client holds a socket; raise the soft fd limit to the hard one for many clients.
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  raise_fd_limit(config->limits.max_clients);
 
   Manager::Deps deps;
   int n = sd_listen_fds(1);
@@ -142,6 +174,7 @@ int main(int argc, char** argv) {
         sd_notify(0, "RELOADING=1");
         auto c = load(a);
         if (c) {
+          raise_fd_limit(c->limits.max_clients);
           m.reload(std::move(*c));
           log_info("configuration reloaded");
         } else {

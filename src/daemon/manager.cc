@@ -1,5 +1,6 @@
 #include "daemon/manager.h"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -16,7 +17,13 @@
 
 #include "base/log.h"
 #include "base/time_format.h"
+#include "daemon/mount/fanotify_mount_source.h"
+#include "daemon/mount/mountinfo_source.h"
 #include "daemon/probe/probes.h"
+#include "daemon/sink/alertmanager_sink.h"
+#include "daemon/sink/hook_sink.h"
+#include "daemon/sink/journald_sink.h"
+#include "daemon/sink/nats_sink.h"
 #include "proto/filter.h"
 #include "proto/varlink.h"
 
@@ -77,10 +84,15 @@ Manager::Manager(Config config, Options options)
 Manager::~Manager() {
   *alive_ = false;
   // The server and sources reference the loop and bus; tear down in dependency order.
+  metrics_.reset();
+  if (metrics_timer_) loop_->cancel_timer(*metrics_timer_);
   server_.reset();
   replay_.reset();
   uevent_.reset();
+  enospc_.reset();  // its hooks use statfs_, space_ and the inventory
+  quota_.reset();
   kmsg_.reset();
+  bpf_block_.reset();
   if (block_timer_) loop_->cancel_timer(*block_timer_);
   block_timer_.reset();
   block_merger_.reset();
@@ -90,6 +102,7 @@ Manager::~Manager() {
   space_.reset();
   statfs_.reset();
   folder_.reset();
+  sinks_.clear();    // they listen to the journal; each waits (bounded) for a delivery in progress
   journal_.reset();  // flushes (bounded) and stops the writer
 }
 
@@ -100,6 +113,8 @@ void Manager::shutdown() {
     fs_errors_->flush();
     if (sysfs_errors_) sysfs_errors_->persist();
   }
+  if (bpf_block_) bpf_block_->drain();
+  if (enospc_) enospc_->flush();
   if (block_merger_) emit_block_errors(block_merger_->flush_all());
   folder_->flush_all();
   if (journal_->flush(std::chrono::milliseconds(5000)) && journal_->healthy()) {
@@ -216,24 +231,37 @@ Result<void> Manager::start(Deps deps) {
 
   const bool fake_mount_table = static_cast<bool>(deps.mount_table);
   if (deps.mount_table) {
-    mount_table_ = std::move(deps.mount_table);
+    mount_source_ = std::make_unique<MountinfoSource>(std::move(deps.mount_table));
     mount_tracker_ = MountTracker(nullptr);  // its mount points are not on this machine: no statx
   } else {
-    auto t = ProcMountTable::open("/proc/self/mountinfo");
-    if (!t) return fail(t.error());
-    mount_table_ = std::move(*t);
+    if (config_.mounts_backend != MountsBackend::mountinfo) {
+      auto fast = FanotifyMountSource::create({});
+      if (fast) {
+        mount_source_ = std::move(*fast);
+      } else if (config_.mounts_backend == MountsBackend::fanotify) {
+        report_unavailable("fanotify", "fanotify-mount",
+                           fast.error().message() + "; mount changes come from the mountinfo fallback");
+      } else {
+        log_info("fanotify mount notifications: {}; using the mountinfo fallback", fast.error().message());
+      }
+    }
+    if (!mount_source_) {
+      auto t = ProcMountTable::open("/proc/self/mountinfo");
+      if (!t) return fail(t.error());
+      mount_source_ = std::make_unique<MountinfoSource>(std::move(*t));
+    }
   }
   bool fs_error_sources = deps.fs_error_sources.value_or(!fake_mount_table);
   if (fs_error_sources) {
     start_fs_errors();
     start_block_sources();
+    start_quota();
+    start_enospc();
   }
 
-  if (int fd = mount_table_->poll_fd(); fd >= 0) {
-    auto r = loop_->add_fd(fd, EPOLLPRI | EPOLLERR, [this](uint32_t) { refresh_mounts(); });
-    if (!r) return fail(r.error());
-  }
-  refresh_mounts();
+  if (auto r = mount_source_->start(*loop_, [this](Result<MountChanges> c) { on_mount_changes(std::move(c)); });
+      !r)
+    return fail(r.error());
 
   if (!config_.replay_fifo.empty()) {
     auto replay = ReplaySource::create(
@@ -259,7 +287,108 @@ Result<void> Manager::start(Deps deps) {
   auto server = Server::create(*loop_, *bus_, *this, std::move(listener), config_.limits);
   if (!server) return fail(server.error());
   server_ = std::move(*server);
+  start_sinks();
+  if (!config_.metrics_listen.empty())
+    if (auto r = start_metrics(); !r) return r;
   return {};
+}
+
+std::vector<std::unique_ptr<Sink>> Manager::make_sinks() const {
+  const SinksConfig& c = config_.sinks;
+  std::vector<std::unique_ptr<Sink>> sinks;
+  if (c.journald.value_or(::access(kJournaldSocket, F_OK) == 0)) sinks.push_back(std::make_unique<JournaldSink>());
+  if (!c.hooks_dir.empty())
+    sinks.push_back(std::make_unique<HookSink>(
+        HookOptions{.dir = c.hooks_dir, .concurrency = c.hooks_concurrency, .timeout = c.hooks_timeout}));
+  if (!c.alertmanager_url.empty())
+    sinks.push_back(std::make_unique<AlertmanagerSink>(AlertmanagerOptions{.url = c.alertmanager_url,
+                                                                           .timeout = c.alertmanager_timeout,
+                                                                           .resend = c.alertmanager_resend,
+                                                                           .io_error_hold = c.alertmanager_io_error_hold}));
+  if (!c.nats_url.empty()) {
+    auto nats = NatsSink::create(NatsSinkOptions{.url = c.nats_url,
+                                                 .stream = c.nats_stream,
+                                                 .host = c.nats_host,
+                                                 .create_stream = c.nats_create_stream,
+                                                 .duplicate_window = c.nats_duplicate_window,
+                                                 .timeout = c.nats_timeout});
+    if (nats)
+      sinks.push_back(std::move(*nats));
+    else
+      log_error("sink nats: {}", nats.error().message());
+  }
+  return sinks;
+}
+
+void Manager::start_sinks() {
+  // A sink that cannot start (its read connection) is reported; the daemon runs without it.
+  for (auto& sink : make_sinks()) {
+    std::string name = sink->name();
+    auto r = SinkRunner::start(*journal_, bus_->journal_id(), std::move(sink));
+    if (!r) {
+      log_error("sink {}: cannot start: {}", name, r.error().message());
+      continue;
+    }
+    log_info("sink {}: on", name);
+    sinks_.push_back(std::move(*r));
+  }
+}
+
+std::vector<SinkStatus> Manager::sink_status() const {
+  std::vector<SinkStatus> out;
+  for (const auto& r : sinks_) out.push_back(r->status());
+  return out;
+}
+
+Result<void> Manager::start_metrics() {
+  auto m = MetricsServer::start(config_.metrics_listen);
+  if (!m) return fail(m.error());
+  metrics_ = std::move(*m);
+  log_info("metrics on http://{}/metrics", metrics_->address());
+  bus_->add_observer([this](const EventPtr& e) { ++events_by_type_[e->event.type]; });
+  refresh_metrics();
+  return {};
+}
+
+void Manager::refresh_metrics() {
+  MetricsSnapshot s;
+  for (const Filesystem* fs : inventory_.all()) {
+    if (!fs->watched) continue;
+    // filesystem_json is what ListFilesystems reports: the metrics say the same.
+    json j = filesystem_json(*fs);
+    MetricsSnapshot::Filesystem f;
+    f.dev = fs->dev();
+    f.mount = fs->mounts.empty() ? "" : fs->mounts.front();
+    f.fstype = fs->fstype;
+    f.health = j.value("health", "ok");
+    f.readonly = j.value("read_only", false);
+    f.error_count = j.value("error_count", uint64_t{0});
+    if (j.contains("blocks_total")) {
+      uint64_t bs = j.value("block_size", uint64_t{0});
+      f.has_usage = true;
+      f.size_bytes = j.value("blocks_total", uint64_t{0}) * bs;
+      f.free_bytes = j.value("blocks_avail", uint64_t{0}) * bs;
+      f.files = j.value("inodes_total", uint64_t{0});
+      f.files_free = j.value("inodes_avail", uint64_t{0});
+    }
+    for (const auto& l : j["levels"])
+      f.levels.push_back({l.value("resource", ""), l.value("below", ""), l.value("severity", ""),
+                          l.value("crossed", false)});
+    s.filesystems.push_back(std::move(f));
+  }
+  s.events_by_type = events_by_type_;
+  s.last_seq = bus_->last_seq();
+  s.journaled_seq = journal_->journaled_seq();
+  s.journal_buffered = journal_->buffered();
+  s.journal_healthy = journal_->healthy();
+  s.events_dropped = dropped_;
+  s.subscribers = server_->subscription_count();
+  s.connections = server_->connection_count();
+  for (const auto& st : sink_status())
+    s.sinks.push_back({st.name, st.state == "ok", st.lag()});
+  metrics_->update(render_metrics(s));
+  // Scrapers see state at most this old; rendering costs a walk over the watched filesystems.
+  metrics_timer_ = loop_->add_timer_after(std::chrono::milliseconds(1000), [this] { refresh_metrics(); });
 }
 
 void Manager::reload(Config config) {
@@ -267,9 +396,15 @@ void Manager::reload(Config config) {
     log_warning("reload: socket changes take effect at restart ({} stays)", config_.socket);
   if (config.state_dir != config_.state_dir)
     log_warning("reload: state_dir changes take effect at restart ({} stays)", config_.state_dir);
+  if (config.metrics_listen != config_.metrics_listen)
+    log_warning("reload: metrics address changes take effect at restart ({} stays)",
+                config_.metrics_listen.empty() ? "off" : config_.metrics_listen);
   config.socket = config_.socket;
   config.state_dir = config_.state_dir;
+  config.metrics_listen = config_.metrics_listen;
+  const bool enospc_changed = config.ebpf_enospc != config_.ebpf_enospc;
   config_ = std::move(config);
+  if (enospc_changed && fs_errors_) start_enospc();  // loads or unloads the probe
   server_->set_limits(config_.limits);
   folder_->set_options({config_.fold_window, config_.fold_max_keys});
   space_->set_options({config_.statfs_timeout, config_.poll_min, config_.poll_max});
@@ -286,18 +421,17 @@ void Manager::publish(Event e) {
   }
 }
 
-void Manager::refresh_mounts() {
-  auto text = mount_table_->read();
-  if (!text) {
-    log_error("{}", text.error().message());
+void Manager::refresh_mounts() { mount_source_->refresh(); }
+
+void Manager::on_mount_changes(Result<MountChanges> changes) {
+  if (!changes) {
+    log_error("{}", changes.error().message());
     return;
   }
-  auto mounts = parse_mountinfo(*text);
-  if (!mounts) {
-    log_error("{}", mounts.error().message());
-    return;
-  }
-  auto diff = inventory_.update(std::move(*mounts));
+  const bool resync = changes->resync;
+  const std::string source = changes->source;
+  auto diff = inventory_.apply(std::move(*changes));
+  for (const auto& fs : diff.removed) statfs_->forget("enospc:" + fs.dev());  // the ENOSPC probe's worker
   // mount.* events go to the bus directly, not through the Folder: each one is a state change a
   // client applies to its copy of the table (Subscribe `mounts`), so none may be held or merged.
   auto fs_of = [&](const MountEntry& m) -> std::optional<FsRef> {
@@ -306,7 +440,24 @@ void Manager::refresh_mounts() {
       if (fs.major == m.major && fs.minor == m.minor) return fs_ref(fs);
     return std::nullopt;
   };
-  for (auto& e : mount_tracker_.apply(diff, fs_of)) publish(std::move(e));
+  for (auto& e : mount_tracker_.apply(diff, fs_of, source)) publish(std::move(e));
+  if (resync) {
+    // After the mount.* events the resync produced, so a client knows its table is whole again.
+    log_warning("mount notifications lost (queue overflow): the mount table was read again");
+    Event e;
+    e.type = "mount.resync";
+    e.severity = Severity::warning;
+    e.source = source;
+    e.detail = {{"reason", "overflow"},
+                {"mounts", inventory_.mount_count()},
+                {"attached", diff.mounts_attached.size()},
+                {"detached", diff.mounts_detached.size()},
+                {"changed", diff.mounts_changed.size()}};
+    publish(std::move(e));
+  }
+  if (!diff.empty())
+    for (auto& [ns, weak] : ns_views_)
+      if (auto v = weak.lock()) v->host_changed();
   if (!diff.added.empty() || !diff.removed.empty() || !diff.changed.empty()) sync_space();
   // Also when nothing looks different: sync re-adds a fanotify mark the kernel dropped with a
   // superblock replaced between two reads.
@@ -465,6 +616,7 @@ bool unsupported_request(const BlockErrorLine& b) {
 }  // namespace
 
 void Manager::start_block_sources() {
+  start_bpf_block_errors();
   auto uevent = UeventSource::create(*loop_, [this](Event e) { emit(std::move(e)); });
   if (uevent) {
     uevent_ = std::move(*uevent);
@@ -472,6 +624,25 @@ void Manager::start_block_sources() {
   }
   report_unavailable("uevent", "uevent",
                      uevent.error().message() + "; no device.added, device.removed, device.changed, device.resized");
+}
+
+void Manager::start_bpf_block_errors() {
+  if (!block_merger_) return;
+  const std::string fallback = kmsg_ ? "; block.io_error comes from the kernel log (at most 10 lines per 5 s, the "
+                                       "rest counted from its \"callbacks suppressed\" lines)"
+                                     : "; the kernel log cannot be read either: no block.io_error";
+  if (!config_.ebpf_block) {
+    bpf_block_unavailable_ = "turned off in the configuration ([sources] ebpf_block = false)" + fallback;
+    report_unavailable("ebpf", "ebpf-block", bpf_block_unavailable_);
+    return;
+  }
+  auto src = BpfBlockErrorSource::create(*loop_, [this](const BlockErrorMerger::Report& r) { on_block_report(r); });
+  if (!src) {
+    bpf_block_unavailable_ = src.error().message() + fallback;
+    report_unavailable("ebpf", "ebpf-block", bpf_block_unavailable_);
+    return;
+  }
+  bpf_block_ = std::move(*src);
 }
 
 void Manager::report_unavailable(const std::string& source, const std::string& name, const std::string& reason) {
@@ -485,7 +656,8 @@ void Manager::report_unavailable(const std::string& source, const std::string& n
 }
 
 void Manager::on_block_line(const BlockErrorLine& b) {
-  if (!block_merger_) return;
+  // The eBPF source sees every failed request the log prints, and those it does not.
+  if (!block_merger_ || bpf_block_) return;
   if (b.subtype == "suppressed") {
     // Only the block layer's own rate limit counts requests; buffer_io_error repeats them.
     if (b.function == "blk_print_req_error" && !b.device.empty()) block_merger_->suppressed(b.device, b.count);
@@ -498,6 +670,11 @@ void Manager::on_block_line(const BlockErrorLine& b) {
   r.subtype = b.subtype;
   r.err = b.err;
   r.sector = *b.sector;
+  emit_block_errors(block_merger_->add(r));
+  arm_block_timer();
+}
+
+void Manager::on_block_report(const BlockErrorMerger::Report& r) {
   emit_block_errors(block_merger_->add(r));
   arm_block_timer();
 }
@@ -524,7 +701,7 @@ void Manager::emit_block_errors(std::vector<BlockErrorMerger::Merged> ranges) {
     Event e;
     e.type = "block.io_error";
     e.severity = Severity::error;
-    e.source = "kmsg";
+    e.source = bpf_block_ ? "ebpf" : "kmsg";
     e.count = m.count();
     e.first_time = to_wall(m.first);
     e.last_time = to_wall(m.last);
@@ -536,7 +713,8 @@ void Manager::emit_block_errors(std::vector<BlockErrorMerger::Merged> ranges) {
     e.detail["subtype"] = m.subtype;
     e.detail["op"] = m.op;
     e.detail["sector"] = m.sector;
-    // A single kmsg line gives no length; a merged range spans at least its requests' first sectors.
+    // A single kmsg line gives no length; a merged range spans at least its requests' first
+    // sectors. The eBPF source knows every request's length.
     if (m.requests > 1 || m.sectors_known) e.detail["sectors"] = m.sectors;
     e.detail["requests"] = m.requests;
     if (m.suppressed) e.detail["suppressed"] = m.suppressed;
@@ -674,6 +852,104 @@ void Manager::sync_fs_errors() {
   error_watched_ = std::move(now);
 }
 
+// ---------------------------------------------------------------------------------------------
+// ENOSPC and EDQUOT from the eBPF probe
+
+void Manager::start_enospc() {
+  enospc_.reset();
+  const std::string fallback =
+      "; ENOSPC is seen only by statfs (space.enospc once a filesystem is full, without the process) "
+      "and EDQUOT not at all";
+  if (!config_.ebpf_enospc) {
+    enospc_unavailable_ = "turned off in the configuration ([sources] ebpf_enospc = false)";
+    report_unavailable("ebpf", "ebpf-enospc", enospc_unavailable_ + fallback);
+    return;
+  }
+  if (!cgroups_) cgroups_ = std::make_unique<CgroupResolver>();
+  EnospcTracker::Hooks h;
+  h.emit = [this](Event e) {
+    if (e.type == "space.enospc" && e.fs)
+      space_->enospc_reported(e.fs->dev(), e.detail.value("kind", "") == "inodes");
+    emit(std::move(e));
+  };
+  h.by_dev = [this](uint32_t major, uint32_t minor, bool& ignored) -> std::optional<EnospcFs> {
+    const Filesystem* fs = inventory_.find(major, minor);
+    if (!fs) return std::nullopt;
+    if (!error_watched(*fs)) {
+      ignored = true;
+      return std::nullopt;
+    }
+    return EnospcFs{fs_ref(*fs), fs->probe_path};
+  };
+  h.by_path = [this](const std::string& path, bool& ignored) -> std::optional<EnospcFs> {
+    const Filesystem* fs = resolve_path(path);
+    if (!fs) return std::nullopt;
+    if (!error_watched(*fs)) {
+      ignored = true;
+      return std::nullopt;
+    }
+    return EnospcFs{fs_ref(*fs), fs->probe_path};
+  };
+  h.statfs = [this](const std::string& dev, const std::string& path,
+                    std::function<void(std::optional<Usage>)> done) {
+    // Off the loop, on a worker of its own (not the poller's, which may be busy); an answer that
+    // takes longer than this leaves the kind as the syscall says.
+    auto pending = std::make_shared<std::function<void(std::optional<Usage>)>>(std::move(done));
+    auto answer = [pending](std::optional<Usage> u) {
+      if (!*pending) return;
+      auto f = std::move(*pending);
+      *pending = nullptr;
+      f(u);
+    };
+    bool queued = statfs_->request("enospc:" + dev, path, [answer](Result<Usage> r) {
+      answer(r ? std::optional<Usage>(*r) : std::nullopt);
+    });
+    if (!queued) return answer(std::nullopt);
+    loop_->add_timer_after(std::chrono::milliseconds(500), [answer] { answer(std::nullopt); });
+  };
+  h.cgroup_path = [this](uint64_t id) { return cgroups_->path(id); };
+  h.mono_ns = [] {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+  };
+  h.wall_now = [] { return std::chrono::system_clock::now(); };
+  auto src = EnospcSource::create(*loop_, std::move(h));
+  if (!src) {
+    enospc_unavailable_ = src.error().message();
+    report_unavailable("ebpf", "ebpf-enospc", enospc_unavailable_ + fallback);
+    return;
+  }
+  enospc_unavailable_.clear();
+  enospc_ = std::move(*src);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quota warnings
+
+void Manager::start_quota() {
+  if (!config_.quota_netlink) {
+    quota_unavailable_ = "turned off in the configuration ([sources] quota_netlink = false)";
+    report_unavailable("netlink", "quota-netlink", quota_unavailable_ + "; no quota.warning");
+    return;
+  }
+  auto q = QuotaNetlinkSource::create(*loop_, [this](const QuotaWarning& w) { on_quota_warning(w); });
+  if (!q) {
+    quota_unavailable_ = q.error().message();
+    report_unavailable("netlink", "quota-netlink", quota_unavailable_ + "; no quota.warning");
+    return;
+  }
+  quota_ = std::move(*q);
+}
+
+void Manager::on_quota_warning(const QuotaWarning& w) {
+  Event e = quota_warning_event(w);
+  // The kernel names the superblock's device, as mountinfo field 3 does: any filesystem we
+  // know, watched or not (a quota on it matters either way).
+  if (const Filesystem* fs = inventory_.find(w.dev_major, w.dev_minor)) e.fs = fs_ref(*fs);
+  emit(std::move(e));
+}
+
 const Filesystem* Manager::resolve_path(const std::string& path) const {
   auto n = normalise(path);
   if (!n) return nullptr;
@@ -687,7 +963,7 @@ json Manager::stream_reply_fields() const {
   return {{"journal_id", bus_->journal_id()}, {"journaled_seq", journal_->journaled_seq()}};
 }
 
-Reply<Subscriber::Filter> Manager::make_filter(const json& p) {
+Reply<Subscriber::Filter> Manager::make_filter(const json& p, const std::shared_ptr<ClientView>& view) {
   auto f = proto::filter_from_json(p.contains("filter") ? p["filter"] : json(nullptr));
   if (!f) {
     if (f.error().name() == errs::kLimitExceeded)
@@ -696,20 +972,28 @@ Reply<Subscriber::Filter> Manager::make_filter(const json& p) {
   }
   std::set<std::string> devs;
   for (const auto& path : f->fs) {
-    const Filesystem* fs = resolve_path(path);
+    // A client in another mount namespace names its own paths.
+    const MountNsView* ns = view->ns().get();
+    auto n = normalise(path);
+    const Filesystem* fs = !ns ? resolve_path(path) : n ? ns->inventory().find_by_mount_prefix(*n) : nullptr;
     if (!fs) return reply_error(errs::kNoSuchFilesystem, {{"path", path}});
     devs.insert(fs->dev());
   }
-  return Subscriber::Filter([filter = std::move(*f), devs = std::move(devs)](const Event& e) {
+  return Subscriber::Filter([filter = std::move(*f), devs = std::move(devs), view](const Event& e) {
+    if (!view->accepts(e)) return false;
     if (!proto::matches_type_severity_subtype(filter, e)) return false;
     if (!devs.empty() && (!e.fs || !devs.count(e.fs->dev()))) return false;
     return true;
   });
 }
 
-Reply<Service::Stream> Manager::subscribe(const Peer&, const json& p) {
+Reply<Service::Stream> Manager::subscribe(const Peer& peer, const json& p) {
   if (!p.is_object()) return reply_error(errs::kInvalidParameter, {{"parameter", "parameters"}, {"reason", "must be an object"}});
-  auto filter = make_filter(p);
+  if (auto d = deny(Operation::subscribe, peer)) return tl::unexpected(*d);
+  auto ns = ns_view(peer);
+  if (!ns) return tl::unexpected(ns.error());
+  auto view = client_view(peer, *ns);
+  auto filter = make_filter(p, view);
   if (!filter) return tl::unexpected(filter.error());
   bool mounts = false;
   if (auto m = p.find("mounts"); m != p.end() && !m->is_null()) {
@@ -721,6 +1005,7 @@ Reply<Service::Stream> Manager::subscribe(const Peer&, const json& p) {
         "mounts", "cannot be combined with after: the table is the current one, replayed events are older"));
   Stream s;
   s.filter = std::move(*filter);
+  if (*ns || !view->grants().everything()) s.present = [view](const EventPtr& e) { return view->present(e); };
   if (auto a = p.find("after"); a != p.end() && !a->is_null()) {
     if (!a->is_number_unsigned()) return tl::unexpected(invalid_param("after", "must be a sequence number"));
     if (auto id = p.find("journal_id"); id != p.end() && !id->is_null()) {
@@ -737,12 +1022,14 @@ Reply<Service::Stream> Manager::subscribe(const Peer&, const json& p) {
   // The table and the attach to the bus (by the server, right after this returns) both happen on
   // the loop thread, between two reads of mountinfo: every change after this table is an event
   // of the stream, and none before it is.
-  if (mounts) s.first_reply["mount_table"] = mount_tracker_.table_json(inventory_.mounts());
+  if (mounts)
+    s.first_reply["mount_table"] = *ns ? (*ns)->tracker().table_json((*ns)->inventory().mounts())
+                                        : mount_tracker_.table_json(inventory_.mounts());
   return s;
 }
 
-Reply<json> Manager::list_events(const json& p) {
-  auto filter = make_filter(p);
+Reply<json> Manager::list_events(const json& p, const std::shared_ptr<ClientView>& view) {
+  auto filter = make_filter(p, view);
   if (!filter) return tl::unexpected(filter.error());
   Journal::Query q;
   if (auto a = p.find("after"); a != p.end() && !a->is_null()) {
@@ -778,7 +1065,7 @@ Reply<json> Manager::list_events(const json& p) {
       ++scanned;
       cursor = e->event.seq;
       if (e->event.type == "stream.lost" || (*filter)(e->event)) {
-        events.push_back(json::parse(e->json, nullptr, false));
+        events.push_back(json::parse(view->present(e)->json, nullptr, false));
         if (events.size() >= limit) break;
       }
     }
@@ -792,15 +1079,22 @@ Reply<json> Manager::list_events(const json& p) {
 
 Reply<json> Manager::call(const Peer& peer, const std::string& method, const json& p) {
   if (!p.is_object()) return tl::unexpected(invalid_param("parameters", "must be an object"));
-  if (method == "ListFilesystems") return list_filesystems(p);
-  if (method == "GetFilesystem") return get_filesystem(p);
-  if (method == "ListRules") return json{{"rules", rules_json()}};
   if (method == "AddRule") return add_rule(peer, p);
   if (method == "RemoveRule") return remove_rule(peer, p);
+  static const std::set<std::string> kQueries = {"ListFilesystems", "GetFilesystem", "ListRules",
+                                                 "Doctor",          "ListEvents",    "ListMounts"};
+  if (!kQueries.count(method)) return reply_error(errs::kMethodNotFound, {{"method", "io.storwatch." + method}});
+  if (auto d = deny(Operation::query, peer)) return tl::unexpected(*d);
   if (method == "Doctor") return doctor(peer);
-  if (method == "ListEvents") return list_events(p);
-  if (method == "ListMounts") return json{{"mounts", mount_tracker_.table_json(inventory_.mounts())}};
-  return reply_error(errs::kMethodNotFound, {{"method", "io.storwatch." + method}});
+  auto ns = ns_view(peer);
+  if (!ns) return tl::unexpected(ns.error());
+  const MountNsView* view = ns->get();
+  if (method == "ListFilesystems") return list_filesystems(p, view);
+  if (method == "GetFilesystem") return get_filesystem(p, view);
+  if (method == "ListRules") return json{{"rules", view ? rules_json(*view) : rules_json()}};
+  if (method == "ListEvents") return list_events(p, client_view(peer, *ns));
+  return json{{"mounts", view ? view->tracker().table_json(view->inventory().mounts())
+                              : mount_tracker_.table_json(inventory_.mounts())}};
 }
 
 json Manager::filesystem_json(const Filesystem& fs) const {
@@ -848,28 +1142,137 @@ json Manager::filesystem_json(const Filesystem& fs) const {
   return j;
 }
 
-Reply<json> Manager::list_filesystems(const json& p) {
+Reply<json> Manager::list_filesystems(const json& p, const MountNsView* ns) {
   bool all = p.contains("all") && p["all"].is_boolean() && p["all"].get<bool>();
   json out = json::array();
-  for (const Filesystem* fs : inventory_.all())
-    if (all || fs->watched) out.push_back(filesystem_json(*fs));
+  if (!ns) {
+    for (const Filesystem* fs : inventory_.all())
+      if (all || fs->watched) out.push_back(filesystem_json(*fs));
+    return json{{"filesystems", out}};
+  }
+  for (const Filesystem* here : ns->inventory().all()) {
+    const Filesystem* fs = inventory_.find(here->major, here->minor);
+    if (fs && (all || fs->watched)) {
+      out.push_back(filesystem_json(*fs, *ns));
+    } else if (!fs && all) {
+      out.push_back(unwatched_filesystem_json(*here));
+    }
+  }
   return json{{"filesystems", out}};
 }
 
-Reply<json> Manager::get_filesystem(const json& p) {
+Reply<json> Manager::get_filesystem(const json& p, const MountNsView* ns) {
   const Filesystem* fs = nullptr;
   std::string what;
   if (auto it = p.find("path"); it != p.end() && it->is_string()) {
     what = it->get<std::string>();
-    fs = resolve_path(what);
+    if (!ns) {
+      fs = resolve_path(what);
+    } else if (auto n = normalise(what)) {
+      if (const Filesystem* here = ns->inventory().find_by_mount_prefix(*n)) {
+        fs = inventory_.find(here->major, here->minor);
+        if (!fs) return json{{"filesystem", unwatched_filesystem_json(*here)}};
+      }
+    }
   } else if (auto d = p.find("dev"); d != p.end() && d->is_string()) {
     what = d->get<std::string>();
-    if (auto num = parse_dev(what)) fs = inventory_.find(num->first, num->second);
+    if (auto num = parse_dev(what))
+      if (!ns || !ns->mounts_of(num->first, num->second).empty()) fs = inventory_.find(num->first, num->second);
   } else {
     return tl::unexpected(invalid_param("path", "give \"path\" or \"dev\""));
   }
   if (!fs) return reply_error(errs::kNoSuchFilesystem, {{"path", what}});
-  return json{{"filesystem", filesystem_json(*fs)}};
+  return json{{"filesystem", ns ? filesystem_json(*fs, *ns) : filesystem_json(*fs)}};
+}
+
+std::optional<VarlinkError> Manager::deny(Operation op, const Peer& peer) const {
+  if (!config_.policy.allows(op, peer))
+    return VarlinkError{errs::kPermissionDenied, {{"reason", config_.policy.denial(op, peer)}}};
+  // Rules name the daemon's mount points; a container's root changes nothing on the host.
+  if (op == Operation::change_rules && peer.mnt_ns.known() && !is_own_mount_ns(peer.mnt_ns))
+    return VarlinkError{errs::kPermissionDenied,
+                        {{"reason", "changing rules is not possible from another mount namespace: rules name the "
+                                    "daemon's mount points"}}};
+  return std::nullopt;
+}
+
+Reply<std::shared_ptr<MountNsView>> Manager::ns_view(const Peer& peer) {
+  if (!peer.mnt_ns.known()) {
+    // A peer without a pidfd is a test's or an old kernel's: taken to share our namespace. With
+    // one, an unreadable namespace (the process exited, or is not visible to us) is no reason to
+    // show it the host's paths.
+    if (peer.pidfd < 0) return std::shared_ptr<MountNsView>();
+    return reply_error(errs::kPermissionDenied,
+                       {{"reason", "cannot tell which mount namespace the client is in (has its process exited?)"}});
+  }
+  if (is_own_mount_ns(peer.mnt_ns)) return std::shared_ptr<MountNsView>();
+  for (auto it = ns_views_.begin(); it != ns_views_.end();) it = it->second.expired() ? ns_views_.erase(it) : std::next(it);
+  if (auto it = ns_views_.find(peer.mnt_ns); it != ns_views_.end()) return it->second.lock();
+  auto denied = [&](const std::string& why) {
+    log_debug("client pid {} in mount namespace {}: {}", peer.pid, peer.mnt_ns.ino, why);
+    return reply_error(errs::kPermissionDenied,
+                       {{"reason", "you are in another mount namespace, whose mount table cannot be read: " + why}});
+  };
+  auto mountinfo = open_peer_mountinfo(peer.pidfd, peer.pid, peer.mnt_ns);
+  if (!mountinfo) return denied(mountinfo.error().message());
+  UniqueFd root(::open(fmt::format("/proc/{}/root", peer.pid).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  auto v = MountNsView::create(*loop_, inventory_, peer.mnt_ns, std::move(*mountinfo), std::move(root),
+                               [this](Event e) { publish(std::move(e)); });
+  if (!v) return denied(v.error().message());
+  ns_views_[peer.mnt_ns] = *v;
+  return *v;
+}
+
+std::shared_ptr<ClientView> Manager::client_view(const Peer& peer, std::shared_ptr<MountNsView> ns) {
+  Grants g = config_.policy.grants(peer);
+  // Clients that may see everything share one view whoever they are.
+  if (g.all_processes) g.uid = static_cast<uid_t>(-1);
+  auto key = std::make_tuple(g.uid, g.all_processes, g.kernel_text, ns ? ns->ns().ino : 0);
+  for (auto it = client_views_.begin(); it != client_views_.end();)
+    it = it->second.expired() ? client_views_.erase(it) : std::next(it);
+  if (auto it = client_views_.find(key); it != client_views_.end())
+    if (auto v = it->second.lock(); v && v->ns() == ns) return v;
+  auto v = std::make_shared<ClientView>(g, std::move(ns));
+  client_views_[key] = v;
+  return v;
+}
+
+json Manager::unwatched_filesystem_json(const Filesystem& here) {
+  // Mounted only in a client's namespace: the daemon does not watch it.
+  return {{"dev", here.dev()},     {"major", here.major},   {"minor", here.minor},
+          {"fstype", here.fstype}, {"source", here.source}, {"mounts", here.mounts},
+          {"watched", false},      {"health", "ok"},        {"read_only", here.read_only},
+          {"error_count", 0},      {"rules", json::array()}, {"levels", json::array()}};
+}
+
+json Manager::filesystem_json(const Filesystem& fs, const MountNsView& ns) const {
+  json j = filesystem_json(fs);
+  j["mounts"] = ns.mounts_of(fs.major, fs.minor);
+  json rules = json::array();
+  for (auto& r : j["rules"]) {
+    auto here = r.contains("path") && r["path"].is_string()
+                    ? ns.path_here(fs.major, fs.minor, r["path"].get<std::string>())
+                    : std::nullopt;
+    if (!here) continue;
+    r["path"] = *here;
+    rules.push_back(std::move(r));
+  }
+  j["rules"] = std::move(rules);
+  return j;
+}
+
+json Manager::rules_json(const MountNsView& ns) const {
+  // Only rules of filesystems it sees, at its paths of them.
+  json out = json::array();
+  for (auto& r : rules_json()) {
+    if (!r.contains("path") || !r["path"].is_string()) continue;
+    const Filesystem* fs = resolve_path(r["path"].get<std::string>());
+    auto here = fs ? ns.path_here(fs->major, fs->minor, r["path"].get<std::string>()) : std::nullopt;
+    if (!here) continue;
+    r["path"] = *here;
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 json Manager::rules_json() const {
@@ -888,9 +1291,7 @@ json Manager::rules_json() const {
 }
 
 Reply<json> Manager::add_rule(const Peer& peer, const json& p) {
-  if (peer.uid != 0)
-    return reply_error(errs::kPermissionDenied,
-                       {{"reason", fmt::format("changing rules needs root; you are uid {}", peer.uid)}});
+  if (auto d = deny(Operation::change_rules, peer)) return tl::unexpected(*d);
   auto invalid = [](std::string reason) { return reply_error(errs::kInvalidRule, {{"reason", std::move(reason)}}); };
   std::optional<Rule> result;
   std::string path;
@@ -947,9 +1348,7 @@ Reply<json> Manager::add_rule(const Peer& peer, const json& p) {
 }
 
 Reply<json> Manager::remove_rule(const Peer& peer, const json& p) {
-  if (peer.uid != 0)
-    return reply_error(errs::kPermissionDenied,
-                       {{"reason", fmt::format("changing rules needs root; you are uid {}", peer.uid)}});
+  if (auto d = deny(Operation::change_rules, peer)) return tl::unexpected(*d);
   auto it = p.find("path");
   if (it == p.end() || !it->is_string()) return tl::unexpected(invalid_param("path", "must be a string"));
   auto n = normalise(it->get<std::string>());
@@ -971,8 +1370,54 @@ Reply<json> Manager::doctor(const Peer& peer) {
   json sources = json::array();
   for (const auto& s : probe_sources()) {
     json j = {{"name", s.name}, {"available", s.available}, {"types", s.types}};
-    if (!s.reason.empty()) j["reason"] = s.reason;
+    if (s.name == "quota-netlink") {
+      // What the running listener has seen, rather than what a fresh probe says.
+      if (quota_) {
+        j["available"] = true;
+        j["reason"] = fmt::format(
+            "VFS_DQUOT family {}, group \"events\" {}: {} warnings ({} sent by processes, not the kernel), "
+            "{} malformed messages dropped{}, {} socket overruns",
+            quota_->family().family_id, quota_->family().group_id, quota_->warnings(), quota_->from_user_space(),
+            quota_->malformed(), quota_->last_error().empty() ? "" : " (last: " + quota_->last_error() + ")",
+            quota_->overruns());
+        j["counters"] = {{"warnings", quota_->warnings()},
+                         {"malformed", quota_->malformed()},
+                         {"from_user_space", quota_->from_user_space()},
+                         {"overruns", quota_->overruns()}};
+      } else if (!quota_unavailable_.empty()) {
+        j["available"] = false;
+        j["reason"] = quota_unavailable_;
+      }
+    } else if (s.name == "ebpf-enospc" && (enospc_ || !enospc_unavailable_.empty())) {
+      // Whether the running daemon has the probe loaded, and what it counted.
+      j["available"] = static_cast<bool>(enospc_);
+      j["reason"] = enospc_ ? enospc_->describe() : enospc_unavailable_;
+      if (enospc_) {
+        auto c = enospc_->counters();
+        j["counters"] = {{"failed_calls", c.failures}, {"events", c.events}, {"keys_folding", c.keys},
+                         {"lost", c.lost}};
+        j["cost"] = enospc_->cost();
+      }
+    } else if (s.name == "ebpf-block" && (bpf_block_ || !bpf_block_unavailable_.empty())) {
+      // Whether the running daemon has the program loaded: block.io_error comes from it or the log.
+      j["available"] = static_cast<bool>(bpf_block_);
+      j["reason"] = bpf_block_ ? "loaded on the block_rq_error tracepoint; the kernel log's block lines are ignored"
+                               : bpf_block_unavailable_;
+      if (bpf_block_) j["counters"] = {{"failed_requests", bpf_block_->records()}, {"lost", bpf_block_->lost()}};
+    } else if (!s.reason.empty()) {
+      j["reason"] = s.reason;
+    }
     sources.push_back(std::move(j));
+  }
+  json missing = json::array();
+  for (const auto& m : missing_capabilities()) missing.push_back({{"name", m.name}, {"disables", m.disables}});
+  json sinks = json::array();
+  for (const auto& st : sink_status()) {
+    json j = {{"name", st.name}, {"state", st.state},         {"cursor", st.cursor},
+              {"lag", st.lag()}, {"delivered", st.delivered}, {"failures", st.failures}};
+    if (!st.last_error.empty()) j["last_error"] = st.last_error;
+    if (st.last_delivery) j["last_delivery"] = format_time(*st.last_delivery);
+    sinks.push_back(std::move(j));
   }
   return json{{"sources", sources},
               {"version", STORWATCH_VERSION},
@@ -982,7 +1427,9 @@ Reply<json> Manager::doctor(const Peer& peer) {
               {"journal_buffered", journal_->buffered()},
               {"last_seq", bus_->last_seq()},
               {"uid", peer.uid},
-              {"capabilities", effective_capabilities()}};
+              {"capabilities", effective_capabilities()},
+              {"missing_capabilities", missing},
+              {"sinks", sinks}};
 }
 
 }  // namespace storwatch::daemon

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 
 #include "base/clock.h"
 #include "base/result.h"
@@ -17,18 +18,26 @@
 #include "daemon/config/config.h"
 #include "daemon/loop/event_loop.h"
 #include "daemon/mount/inventory.h"
+#include "daemon/mount/mount_source.h"
 #include "daemon/mount/mount_table.h"
 #include "daemon/mount/mount_tracker.h"
 #include "daemon/server/server.h"
+#include "daemon/sink/metrics_server.h"
+#include "daemon/sink/sink_runner.h"
 #include "daemon/source/block_error_merger.h"
+#include "daemon/source/bpf_block_errors.h"
+#include "daemon/source/enospc_source.h"
 #include "daemon/source/fanotify_errors.h"
 #include "daemon/source/fs_error_correlator.h"
 #include "daemon/source/kmsg_source.h"
+#include "daemon/source/quota_netlink.h"
 #include "daemon/source/space_monitor.h"
 #include "daemon/source/statfs_runner.h"
 #include "daemon/source/sysfs_errors.h"
 #include "daemon/source/uevent_source.h"
 #include "daemon/state/state_db.h"
+#include "daemon/view/client_view.h"
+#include "daemon/view/mount_ns_view.h"
 
 namespace storwatch::daemon {
 
@@ -62,8 +71,11 @@ class Manager final : public Service {
   // was lost, so the next start reports no gap.
   void shutdown();
   Journal& journal() { return *journal_; }
-  // Re-reads the mount table now (normally driven by POLLPRI).
+  // Each configured sink's state (Doctor, metrics).
+  std::vector<SinkStatus> sink_status() const;
+  // Asks the mount source to look now (normally the kernel wakes it).
   void refresh_mounts();
+  const MountSource& mount_source() const { return *mount_source_; }
 
   // Service
   Reply<nlohmann::json> call(const Peer& peer, const std::string& method,
@@ -75,6 +87,7 @@ class Manager final : public Service {
   Manager(Config config, Options options);
   [[nodiscard]] Result<void> start(Deps deps);
   void apply_policy();
+  void on_mount_changes(Result<MountChanges> changes);
   void sync_space();
   SpaceMonitor::Plan plan_for(const Filesystem& fs) const;
   std::vector<const Rule*> rules_for(const Filesystem& fs) const;
@@ -84,13 +97,20 @@ class Manager final : public Service {
   void sync_fs_errors();
   bool error_watched(const Filesystem& fs) const;
   std::optional<std::string> resolve_device(const std::string& name) const;
-  // Block-layer errors (kmsg fallback) and device events (uevents).
+  // Block-layer errors (eBPF block_rq_error, else the kmsg fallback) and device events (uevents).
   void start_block_sources();
+  void start_bpf_block_errors();
   void on_block_line(const BlockErrorLine& b);
+  void on_block_report(const BlockErrorMerger::Report& r);
   void emit_block_errors(std::vector<BlockErrorMerger::Merged> ranges);
   void arm_block_timer();
   std::optional<FsRef> block_fs(const std::string& name, uint64_t sector) const;
   const Filesystem* find_dev(const std::string& dev) const;
+  // ENOSPC/EDQUOT from the eBPF syscall-exit probe ([sources] ebpf_enospc).
+  void start_enospc();
+  // Quota warnings (generic netlink VFS_DQUOT).
+  void start_quota();
+  void on_quota_warning(const QuotaWarning& w);
   // The filesystem on a kernel block device name ("loop1", "sda2"), among those `accept` allows
   // (all when null).
   const Filesystem* filesystem_on_device(const std::string& name,
@@ -99,13 +119,21 @@ class Manager final : public Service {
 
   nlohmann::json filesystem_json(const Filesystem& fs) const;
   nlohmann::json rules_json() const;
-  Reply<nlohmann::json> list_filesystems(const nlohmann::json& p);
-  Reply<nlohmann::json> get_filesystem(const nlohmann::json& p);
+  // The policy ([policy]) and what clients in other mount namespaces see (docs/security.md).
+  std::optional<VarlinkError> deny(Operation op, const Peer& peer) const;
+  // The view of the client's mount namespace; null for the daemon's own.
+  Reply<std::shared_ptr<MountNsView>> ns_view(const Peer& peer);
+  std::shared_ptr<ClientView> client_view(const Peer& peer, std::shared_ptr<MountNsView> ns);
+  nlohmann::json filesystem_json(const Filesystem& fs, const MountNsView& ns) const;
+  static nlohmann::json unwatched_filesystem_json(const Filesystem& here);
+  nlohmann::json rules_json(const MountNsView& ns) const;
+  Reply<nlohmann::json> list_filesystems(const nlohmann::json& p, const MountNsView* ns);
+  Reply<nlohmann::json> get_filesystem(const nlohmann::json& p, const MountNsView* ns);
   Reply<nlohmann::json> add_rule(const Peer& peer, const nlohmann::json& p);
   Reply<nlohmann::json> remove_rule(const Peer& peer, const nlohmann::json& p);
   Reply<nlohmann::json> doctor(const Peer& peer);
-  Reply<nlohmann::json> list_events(const nlohmann::json& p);
-  Reply<Subscriber::Filter> make_filter(const nlohmann::json& p);
+  Reply<nlohmann::json> list_events(const nlohmann::json& p, const std::shared_ptr<ClientView>& view);
+  Reply<Subscriber::Filter> make_filter(const nlohmann::json& p, const std::shared_ptr<ClientView>& view);
   void publish(Event e);
   void on_journal_status(bool ok, const std::string& reason);
 
@@ -124,7 +152,7 @@ class Manager final : public Service {
   std::unique_ptr<Folder> folder_;
   std::unique_ptr<ReplaySource> replay_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-  std::unique_ptr<MountTable> mount_table_;
+  std::unique_ptr<MountSource> mount_source_;  // fanotify fast path or the mountinfo fallback
   Inventory inventory_;
   MountTracker mount_tracker_;  // mount.* events and the Mount table (ListMounts, Subscribe mounts)
   std::unique_ptr<StatfsRunner> statfs_;
@@ -135,14 +163,36 @@ class Manager final : public Service {
   std::unique_ptr<SysfsErrorSource> sysfs_errors_;
   std::unique_ptr<KmsgSource> kmsg_;
   std::unique_ptr<BlockErrorMerger> block_merger_;
+  // When loaded, the source of block.io_error; the kernel log's block lines are then ignored.
+  std::unique_ptr<BpfBlockErrorSource> bpf_block_;
+  std::string bpf_block_unavailable_;  // why bpf_block_ is not running (doctor)
   std::optional<EventLoop::TimerId> block_timer_;
   std::unique_ptr<UeventSource> uevent_;
+  std::unique_ptr<EnospcSource> enospc_;
+  std::string enospc_unavailable_;  // why enospc_ is not running (doctor)
+  std::unique_ptr<CgroupResolver> cgroups_;
+  std::unique_ptr<QuotaNetlinkSource> quota_;
+  std::string quota_unavailable_;  // why quota_ is not running (doctor)
   struct RoState {
     bool read_only = false, emergency_ro = false;
   };
   std::map<std::string, RoState> error_watched_;  // dev -> read-only state, as last synced
   std::unique_ptr<Server> server_;
+  // Sinks ([sinks.*]): every one is built in make_sinks() and fed from the journal by a runner.
+  std::vector<std::unique_ptr<Sink>> make_sinks() const;
+  void start_sinks();
+  std::vector<std::unique_ptr<SinkRunner>> sinks_;
+  // Prometheus /metrics ([metrics] listen, --metrics): the loop renders the text on a timer and
+  // the server's own thread serves it.
+  [[nodiscard]] Result<void> start_metrics();
+  void refresh_metrics();
+  std::unique_ptr<MetricsServer> metrics_;
+  std::map<std::string, uint64_t> events_by_type_;  // counted only while metrics are on
+  std::optional<EventLoop::TimerId> metrics_timer_;
   std::map<std::string, Rule> runtime_rules_;  // set with AddRule, persisted in the state db
+  // Held by the clients' streams; shared by every client of a namespace, or of a policy class.
+  std::map<MountNsId, std::weak_ptr<MountNsView>> ns_views_;
+  std::map<std::tuple<uid_t, bool, bool, uint64_t>, std::weak_ptr<ClientView>> client_views_;
   uint64_t dropped_ = 0;                        // events lost because seq numbers could not be reserved
 };
 

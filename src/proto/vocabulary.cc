@@ -35,6 +35,9 @@ constexpr std::array kTypes = {
     EventTypeInfo{"mount.detached", S::info, "detail.mnt_id", "a mount left the mount table"},
     EventTypeInfo{"mount.changed", S::info, "detail.mnt_id",
                   "a mount's options, flags or place changed"},
+    EventTypeInfo{"mount.resync", S::warning, "(never folded)",
+                  "mount notifications were lost (queue overflow); the table was read again and "
+                  "the differences reported as mount.* events"},
     EventTypeInfo{"stream.lost", S::warning, "(never folded)",
                   "this subscriber (or the journal) missed events; the count and range say which"},
     EventTypeInfo{"source.unavailable", S::warning, "detail.source",

@@ -2,6 +2,9 @@
 """Block-layer I/O errors and block device events end to end (issue 7): a real storwatchd, a
 loop device backed by the FUSE test filesystem's disk.img whose chosen byte ranges fail with EIO.
 
+The block error tests here are of the kernel log fallback: the daemon runs with
+`[sources] ebpf_block = false` (test_block_bpf.py tests the eBPF source, the default).
+
 - an O_DIRECT read of a failing sector gives block.io_error with the device and the exact sector;
 - a burst over a range gives folded events; the kernel log prints at most 10 such lines per 5 s
   (printk_ratelimited in blk_print_req_error), so the counts are completed by the "N callbacks
@@ -87,8 +90,15 @@ def count_sum(events):
     return sum(int(e.get("count", 1)) for e in events)
 
 
+# The fallback under test: block.io_error from the kernel log, as without eBPF.
+KMSG_CONFIG = swtest.test_config(extra="[sources]\nebpf_block = false\n")
+
+
 class BlockTest(swtest.DaemonTestCase):
     timeout = 240
+
+    def daemon(self, config=None, **kwargs):
+        return super().daemon(KMSG_CONFIG if config is None else config, **kwargs)
 
     def failing_loop(self, image_size=64 * MiB):
         tfs = self.cleanup.enter(swtest.TestFs(image_size=image_size))

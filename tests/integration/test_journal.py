@@ -393,6 +393,22 @@ class JournalMismatchTest(JournalCase):
 class HistoryFilterTest(JournalCase):
     timeout = 90
 
+    def test_history_follows_pages_past_the_daemon_maximum(self):
+        # ListEvents returns at most 10,000 events a call; `storwatch history` without --limit
+        # prints the whole journal, following next_after, also when a filter leaves pages short.
+        d = self.journal_daemon(lambda fifo: journal_config(fifo, fold_window="0s"))
+        lines = [error_line(d.dir, i) for i in range(12500)]
+        before = d.doctor()["last_seq"]
+        Feeder(d.fifo, lines, chunk_lines=2500).start().join()
+        swtest.wait_for(lambda: d.doctor()["last_seq"] >= before + len(lines), 30, "12,500 events")
+        d.wait_journaled()
+        text = d.cli_ok("history", "--json", "--type", "fs.error", timeout=60)
+        mine = [json.loads(x) for x in text.splitlines() if x.strip()]
+        mine = [r for r in mine if fed(r)]
+        self.assertEqual([r["detail"]["n"] for r in mine], list(range(12500)))
+        text = d.cli_ok("history", "--json", "--type", "fs.error", "--limit", 10500, timeout=60)
+        self.assertEqual(len(text.splitlines()), 10500)
+
     def test_filters_and_paging(self):
         b = swtest.tempdir(prefix="swtest-journal-tmpfs-", cleanup=self.cleanup)
         swtest.mount_tmpfs(b, 4 * MiB, cleanup=self.cleanup)

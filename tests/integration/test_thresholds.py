@@ -27,6 +27,8 @@ ev = swtest.event_matcher
 # ext4 with 4 KiB blocks and no reserved blocks: f_bavail == f_bfree, so "free" is exact.
 EXT4_ARGS = ("-m", "0", "-b", "4096")
 THREE_LEVELS = ["blocks<10%:warning", "blocks<5%:error", "blocks<1%:critical"]
+# Without the eBPF ENOSPC probe, whose event would stand for the statfs-based space.enospc.
+STATFS_ONLY = "[sources]\nebpf_enospc = false\n"
 
 
 def setUpModule():
@@ -99,7 +101,9 @@ class ThresholdTest(swtest.DaemonTestCase):
     def test_ext4_fill_levels_enospc_hysteresis_and_back(self):
         fs = self.ext4()
         mnt = fs.mnt
-        d = self.daemon(swtest.test_config(rules={mnt: THREE_LEVELS}))
+        # The statfs backbone's space.enospc: with the eBPF probe on, the probe's event (sent the
+        # moment the write fails) stands for it (tests/integration/enospc_test.py).
+        d = self.daemon(swtest.test_config(rules={mnt: THREE_LEVELS}, extra=STATFS_ONLY))
         mon = d.monitor()
         st = d.wait_sample(mnt, 0)
         self.assertEqual(st["fstype"], "ext4")
@@ -204,7 +208,7 @@ class ThresholdTest(swtest.DaemonTestCase):
         sv = os.statvfs(mnt)
         self.assertLessEqual(sv.f_files, 128, "mkfs -N 64 should give few inodes")
         d = self.daemon(swtest.test_config(
-            rules={mnt: ["inodes<50%:warning", "inodes<10%:error", "blocks<1%:critical"]}))
+            rules={mnt: ["inodes<50%:warning", "inodes<10%:error", "blocks<1%:critical"]}, extra=STATFS_ONLY))
         mon = d.monitor()
         st = d.wait_sample(mnt, 0)
         self.assertEqual(st["inodes_total"], sv.f_files)

@@ -11,6 +11,8 @@
 // Debian builds toml++ as a shared library with exceptions; they are caught in parse_toml().
 #include <toml++/toml.h>
 
+#include "daemon/sink/metrics_server.h"
+
 namespace storwatch::daemon {
 
 const std::string_view kDefaultConfig = R"(# storwatchd configuration (TOML). Every key is optional; these are the defaults.
@@ -54,8 +56,14 @@ levels = [
 # thresholds = true   # level events
 
 [limits]
-clients = 256                  # connections at once
+# What one client may cost the daemon (docs/security.md). A client over a limit gets the error
+# io.storwatch.LimitExceeded and is disconnected.
+clients = 1024                 # connections at once (the fd limit is raised to fit)
+clients_per_uid = 128          # connections of one uid at once
 message_bytes = 65536          # largest request
+output_bytes = 4194304         # reply bytes a client may leave unread
+requests_per_second = 200      # sustained requests per connection; 0: no limit
+request_burst = 400            # requests a connection may send at once
 subscriptions_per_process = 32 # concurrent Subscribe streams of one client process
 queue_events = 4096            # events queued per subscriber before it gets stream.lost
 
@@ -74,10 +82,77 @@ buffer_events = 100000
 window = "1s"
 max_keys = 4096
 
+[sources]
+# eBPF probe on syscall exits: space.enospc / space.edquot the moment a syscall fails with
+# ENOSPC or EDQUOT, with the process. Costs every syscall a little (docs/performance.md).
+ebpf_enospc = true
+# eBPF program on the block layer's block_rq_error tracepoint: every failed request, with its
+# length (the kernel log, the fallback, prints at most 10 per 5 s). Costs nothing without errors.
+ebpf_block = true
+# The kernel's quota warnings (generic netlink VFS_DQUOT, what quota_nld reads): quota.warning.
+# Costs nothing until a quota limit is crossed.
+quota_netlink = true
+
+[mounts]
+# Where mount changes come from: "fanotify" (fanotify mount notifications and statmount, Linux
+# 6.15+: an attach or detach costs the same at any table size), "mountinfo" (re-read and diff
+# /proc/self/mountinfo on every change: cost grows with the table), or "auto" (fanotify when this
+# kernel has it). See docs/performance.md.
+backend = "auto"
+
 [replay]
 # A FIFO whose lines (JSON events: {"type": ..., "fs": PATH, "detail": {...}}) are emitted as
 # events: for demonstrations, recorded streams and tests. Off when empty.
 fifo = ""
+
+[policy]
+# Who may do what over the socket, by "*", "uid:N", "gid:N" (also a supplementary group),
+# "user:NAME", "group:NAME" or a user name. Root (uid 0) may always do everything. Anyone who can
+# open the socket (mode 0666) is a client; clients in another mount namespace see only its
+# filesystems, at its paths (docs/security.md).
+subscribe = ["*"]         # Subscribe (storwatch monitor, mounts --follow)
+query = ["*"]             # ListFilesystems, GetFilesystem, ListMounts, ListRules, ListEvents, Doctor
+rules = ["uid:0"]         # AddRule, RemoveRule
+process_fields = ["uid:0"] # see pid, uid, comm, cgroup of events other users caused (own: always)
+kernel_text = ["uid:0"]   # see kernel log text in fs.* events (detail.message, detail.comm)
+
+[metrics]
+# The Prometheus endpoint (http://ADDRESS/metrics), e.g. "127.0.0.1:9639"; off when empty.
+# storwatchd --metrics ADDRESS overrides it. Anyone who reaches the address sees mount points.
+listen = ""
+
+[sinks.journald]
+# Every event as a structured journal entry: MESSAGE (the readable line), a MESSAGE_ID per type,
+# PRIORITY from the severity, STORWATCH_* fields. "auto": on when journald's socket
+# (/run/systemd/journal/socket) exists at start; true or false to choose.
+enabled = "auto"
+
+[sinks.hooks]
+# Executables run for each event they select by name (SELECTOR-NAME: "all-log", "fs-mail",
+# "space.threshold-page"), with the event as JSON on stdin and STORWATCH_* variables in the
+# environment (docs/sinks.md). A directory that does not exist has no hooks; "" turns hooks off.
+dir = "/etc/storwatch/hooks.d"
+concurrency = 4  # hooks running at once
+timeout = "30s"  # then SIGTERM to the hook's process group, SIGKILL 2 s later
+
+[sinks.alertmanager]
+# Alertmanager's URL (e.g. "http://127.0.0.1:9093"): levels crossed, read-only filesystems,
+# shutdowns and I/O errors become alerts there, resolved when the condition clears. Off when empty.
+url = ""
+timeout = "10s"       # per request
+resend = "1m"         # firing alerts are sent again this often (below Alertmanager's resolve_timeout)
+io_error_hold = "5m"  # an I/O error alert fires until this long after the device's last error
+
+[sinks.nats]
+# NATS JetStream for fleets (docs/fleet.md): every event is published on storwatch.<host>.<type>
+# with message id "<journal_id>:<seq>", so the stream holds each event once, also after outages.
+# Off when the url is empty; e.g. "nats://nats.example:4222" (several separated by commas).
+url = ""
+stream = "STORWATCH"
+host = ""                    # the host token of the subjects; empty: the short hostname
+create_stream = true         # create the stream (file storage, subjects storwatch.>) when missing
+duplicate_window = "10m"     # the stream's deduplication window, for a stream created here
+timeout = "5s"               # connect, and wait for each event's acknowledgement
 )";
 
 Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
@@ -203,9 +278,69 @@ class Reader {
     lhs = std::move(*r_);               \
   } while (0)
 
+Result<void> apply_sinks(SinksConfig& c, const toml::table& root, const Reader& rd) {
+  if (auto r = rd.known(root, "sinks", {"journald", "hooks", "alertmanager", "nats"}); !r) return r;
+  auto section = [&](std::string_view name) -> Result<const toml::table*> {
+    auto n = root.get(name);
+    if (!n) return static_cast<const toml::table*>(nullptr);
+    if (!n->is_table()) return fail(rd.err(fmt::format("sinks.{}", name), "must be a table"));
+    return n->as_table();
+  };
+  const toml::table* t;
+  CFG_TRY(t, section("journald"));
+  if (t) {
+    if (auto r = rd.known(*t, "sinks.journald", {"enabled"}); !r) return r;
+    if (auto n = t->get("enabled")) {
+      if (auto b = n->as_boolean()) c.journald = b->get();
+      else if (n->is_string() && n->as_string()->get() == "auto") c.journald.reset();
+      else return fail(rd.err("sinks.journald.enabled", "must be true, false or \"auto\""));
+    }
+  }
+  CFG_TRY(t, section("hooks"));
+  if (t) {
+    if (auto r = rd.known(*t, "sinks.hooks", {"dir", "concurrency", "timeout"}); !r) return r;
+    CFG_TRY(c.hooks_dir, rd.string(*t, "sinks.hooks", "dir", c.hooks_dir));
+    CFG_TRY(c.hooks_concurrency, rd.count(*t, "sinks.hooks", "concurrency", c.hooks_concurrency, 1, 256));
+    CFG_TRY(c.hooks_timeout, rd.duration(*t, "sinks.hooks", "timeout", c.hooks_timeout));
+    if (c.hooks_timeout.count() < 10) return fail(rd.err("sinks.hooks.timeout", "must be at least 10ms"));
+  }
+  CFG_TRY(t, section("alertmanager"));
+  if (t) {
+    if (auto r = rd.known(*t, "sinks.alertmanager", {"url", "timeout", "resend", "io_error_hold"}); !r) return r;
+    CFG_TRY(c.alertmanager_url, rd.string(*t, "sinks.alertmanager", "url", c.alertmanager_url));
+    if (!c.alertmanager_url.empty() && c.alertmanager_url.rfind("http://", 0) != 0 &&
+        c.alertmanager_url.rfind("https://", 0) != 0)
+      return fail(rd.err("sinks.alertmanager.url", "must start with http:// or https://"));
+    CFG_TRY(c.alertmanager_timeout, rd.duration(*t, "sinks.alertmanager", "timeout", c.alertmanager_timeout));
+    CFG_TRY(c.alertmanager_resend, rd.duration(*t, "sinks.alertmanager", "resend", c.alertmanager_resend));
+    CFG_TRY(c.alertmanager_io_error_hold,
+            rd.duration(*t, "sinks.alertmanager", "io_error_hold", c.alertmanager_io_error_hold));
+    if (c.alertmanager_timeout.count() < 10 || c.alertmanager_resend.count() < 100)
+      return fail(rd.err("sinks.alertmanager", "need timeout >= 10ms and resend >= 100ms"));
+  }
+  CFG_TRY(t, section("nats"));
+  if (t) {
+    if (auto r = rd.known(*t, "sinks.nats", {"url", "stream", "host", "create_stream", "duplicate_window", "timeout"});
+        !r)
+      return r;
+    CFG_TRY(c.nats_url, rd.string(*t, "sinks.nats", "url", c.nats_url));
+    CFG_TRY(c.nats_stream, rd.string(*t, "sinks.nats", "stream", c.nats_stream));
+    CFG_TRY(c.nats_host, rd.string(*t, "sinks.nats", "host", c.nats_host));
+    CFG_TRY(c.nats_create_stream, rd.boolean(*t, "sinks.nats", "create_stream", c.nats_create_stream));
+    CFG_TRY(c.nats_duplicate_window, rd.duration(*t, "sinks.nats", "duplicate_window", c.nats_duplicate_window));
+    CFG_TRY(c.nats_timeout, rd.duration(*t, "sinks.nats", "timeout", c.nats_timeout));
+    if (c.nats_stream.empty() || c.nats_stream.find_first_of(".*> \t") != std::string::npos)
+      return fail(rd.err("sinks.nats.stream", "must be a name without '.', '*', '>' or spaces"));
+    if (c.nats_timeout.count() < 10) return fail(rd.err("sinks.nats.timeout", "must be at least 10ms"));
+    if (c.nats_duplicate_window.count() < 1000)
+      return fail(rd.err("sinks.nats.duplicate_window", "must be at least 1s"));
+  }
+  return {};
+}
+
 Result<void> apply(Config& c, const toml::table& root, std::string_view origin) {
   Reader rd(origin);
-  if (auto r = rd.known(root, "top level", {"daemon", "watch", "thresholds", "rule", "limits", "journal", "fold", "replay"});
+  if (auto r = rd.known(root, "top level", {"daemon", "watch", "thresholds", "rule", "limits", "journal", "fold", "replay", "sources", "mounts", "metrics", "policy", "sinks"});
       !r)
     return r;
   auto section = [&](std::string_view name) -> Result<const toml::table*> {
@@ -264,10 +399,18 @@ Result<void> apply(Config& c, const toml::table& root, std::string_view origin) 
   }
   CFG_TRY(t, section("limits"));
   if (t) {
-    if (auto r = rd.known(*t, "limits", {"clients", "message_bytes", "subscriptions_per_process", "queue_events"});
+    if (auto r = rd.known(*t, "limits", {"clients", "clients_per_uid", "message_bytes", "output_bytes",
+                                         "requests_per_second", "request_burst", "subscriptions_per_process",
+                                         "queue_events"});
         !r)
       return r;
     CFG_TRY(c.limits.max_clients, rd.count(*t, "limits", "clients", c.limits.max_clients, 1, 100000));
+    CFG_TRY(c.limits.max_clients_per_uid,
+            rd.count(*t, "limits", "clients_per_uid", c.limits.max_clients_per_uid, 1, 100000));
+    CFG_TRY(c.limits.max_output, rd.count(*t, "limits", "output_bytes", c.limits.max_output, 64 << 10, 1 << 30));
+    CFG_TRY(c.limits.requests_per_second,
+            rd.count(*t, "limits", "requests_per_second", c.limits.requests_per_second, 0, 1000000));
+    CFG_TRY(c.limits.request_burst, rd.count(*t, "limits", "request_burst", c.limits.request_burst, 1, 1000000));
     CFG_TRY(c.limits.max_message, rd.count(*t, "limits", "message_bytes", c.limits.max_message, 1024, 16 << 20));
     CFG_TRY(c.limits.max_subscriptions_per_process,
             rd.count(*t, "limits", "subscriptions_per_process", c.limits.max_subscriptions_per_process, 1, 10000));
@@ -299,10 +442,47 @@ Result<void> apply(Config& c, const toml::table& root, std::string_view origin) 
     CFG_TRY(c.fold_window, rd.duration(*t, "fold", "window", c.fold_window));
     CFG_TRY(c.fold_max_keys, rd.count(*t, "fold", "max_keys", c.fold_max_keys, 1, 1000000));
   }
+  CFG_TRY(t, section("sources"));
+  if (t) {
+    if (auto r = rd.known(*t, "sources", {"ebpf_enospc", "ebpf_block", "quota_netlink"}); !r) return r;
+    CFG_TRY(c.ebpf_enospc, rd.boolean(*t, "sources", "ebpf_enospc", c.ebpf_enospc));
+    CFG_TRY(c.ebpf_block, rd.boolean(*t, "sources", "ebpf_block", c.ebpf_block));
+    CFG_TRY(c.quota_netlink, rd.boolean(*t, "sources", "quota_netlink", c.quota_netlink));
+  }
+  CFG_TRY(t, section("sinks"));
+  if (t) {
+    if (auto r = apply_sinks(c.sinks, *t, rd); !r) return r;
+  }
+  CFG_TRY(t, section("metrics"));
+  if (t) {
+    if (auto r = rd.known(*t, "metrics", {"listen"}); !r) return r;
+    CFG_TRY(c.metrics_listen, rd.string(*t, "metrics", "listen", c.metrics_listen));
+    if (!c.metrics_listen.empty())
+      if (auto a = parse_listen_address(c.metrics_listen); !a) return fail(rd.err("metrics.listen", a.error().message()));
+  }
+  CFG_TRY(t, section("mounts"));
+  if (t) {
+    if (auto r = rd.known(*t, "mounts", {"backend"}); !r) return r;
+    std::string backend;
+    const char* now = c.mounts_backend == MountsBackend::fanotify    ? "fanotify"
+                      : c.mounts_backend == MountsBackend::mountinfo ? "mountinfo"
+                                                                     : "auto";
+    CFG_TRY(backend, rd.string(*t, "mounts", "backend", now));
+    if (backend == "auto") c.mounts_backend = MountsBackend::automatic;
+    else if (backend == "fanotify") c.mounts_backend = MountsBackend::fanotify;
+    else if (backend == "mountinfo") c.mounts_backend = MountsBackend::mountinfo;
+    else return fail(rd.err("mounts.backend", "must be \"auto\", \"fanotify\" or \"mountinfo\""));
+  }
   CFG_TRY(t, section("replay"));
   if (t) {
     if (auto r = rd.known(*t, "replay", {"fifo"}); !r) return r;
     CFG_TRY(c.replay_fifo, rd.string(*t, "replay", "fifo", c.replay_fifo));
+  }
+  CFG_TRY(t, section("policy"));
+  if (t) {
+    auto p = parse_policy(to_json(*t), c.policy);
+    if (!p) return fail(Error::invalid(fmt::format("{}: {}", origin, p.error().message())));
+    c.policy = std::move(*p);
   }
   return {};
 }

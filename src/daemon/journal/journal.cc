@@ -52,6 +52,7 @@ Journal::Journal(JournalOptions o, StatusFn s) : options_(o), status_(std::move(
 Result<std::unique_ptr<Journal>> Journal::open(const std::string& db_path, JournalOptions options,
                                                StatusFn status) {
   std::unique_ptr<Journal> j(new Journal(options, std::move(status)));
+  j->db_path_ = db_path;
   auto w = open_db(db_path);
   if (!w) return fail(w.error());
   j->wdb_ = *w;
@@ -256,6 +257,10 @@ void Journal::run() {
       if (j > journaled_.load()) journaled_ = j;
     }
     flushed_cv_.notify_all();
+    {
+      std::lock_guard lock(listeners_mu_);
+      for (const auto& [id, fn] : listeners_) fn(journaled_.load());
+    }
     if (!ok) {
       ok = true;
       healthy_ = true;
@@ -329,6 +334,76 @@ Result<std::vector<EventPtr>> Journal::read(const Query& q) {
     last = s;
   }
   return out;
+}
+
+Result<std::unique_ptr<JournalReader>> Journal::open_reader() {
+  auto db = open_db(db_path_);
+  if (!db) return fail(db.error());
+  std::unique_ptr<JournalReader> r(new JournalReader(*db));
+  const char* schema =
+      "CREATE TABLE IF NOT EXISTS sink_cursors ("
+      "  name TEXT PRIMARY KEY,"
+      "  journal_id TEXT NOT NULL,"
+      "  seq INTEGER NOT NULL);";
+  if (sqlite3_exec(r->db_, schema, nullptr, nullptr, nullptr) != SQLITE_OK)
+    return fail(sql_error(r->db_, "journal: creating sink_cursors"));
+  return r;
+}
+
+int Journal::add_journaled_listener(JournaledFn fn) {
+  std::lock_guard lock(listeners_mu_);
+  int id = ++next_listener_;
+  listeners_.emplace_back(id, std::move(fn));
+  return id;
+}
+
+void Journal::remove_journaled_listener(int id) {
+  std::lock_guard lock(listeners_mu_);
+  std::erase_if(listeners_, [id](const auto& l) { return l.first == id; });
+}
+
+JournalReader::~JournalReader() { sqlite3_close(db_); }
+
+Result<std::vector<EventPtr>> JournalReader::read(uint64_t after, uint64_t upto, size_t limit) {
+  std::vector<EventPtr> out;
+  SqlStmt st(db_, "SELECT event FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3");
+  if (!st) return fail(sql_error(db_, "journal: prepare read"));
+  sqlite3_bind_int64(st.get(), 1, static_cast<sqlite3_int64>(std::min<uint64_t>(after, INT64_MAX)));
+  sqlite3_bind_int64(st.get(), 2, static_cast<sqlite3_int64>(std::min<uint64_t>(upto, INT64_MAX)));
+  sqlite3_bind_int64(st.get(), 3, static_cast<sqlite3_int64>(std::min<size_t>(limit, INT64_MAX)));
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+    const char* text = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0));
+    auto e = event_from_json(nlohmann::json::parse(text ? text : "", nullptr, false));
+    if (!e) continue;  // a row we cannot read is skipped, never fatal
+    auto b = std::make_shared<BusEvent>();
+    b->json = text;
+    b->event = std::move(*e);
+    out.push_back(std::move(b));
+  }
+  if (rc != SQLITE_DONE) return fail(sql_error(db_, "journal: read"));
+  return out;
+}
+
+Result<std::optional<JournalReader::Cursor>> JournalReader::load_cursor(const std::string& name) {
+  SqlStmt st(db_, "SELECT journal_id, seq FROM sink_cursors WHERE name = ?1");
+  if (!st) return fail(sql_error(db_, "journal: prepare cursor read"));
+  sqlite3_bind_text(st.get(), 1, name.c_str(), -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st.get());
+  if (rc == SQLITE_DONE) return std::optional<Cursor>();
+  if (rc != SQLITE_ROW) return fail(sql_error(db_, "journal: reading the cursor of " + name));
+  const char* id = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0));
+  return std::optional<Cursor>(Cursor{id ? id : "", static_cast<uint64_t>(sqlite3_column_int64(st.get(), 1))});
+}
+
+Result<void> JournalReader::save_cursor(const std::string& name, const Cursor& c) {
+  SqlStmt st(db_, "INSERT OR REPLACE INTO sink_cursors (name, journal_id, seq) VALUES (?1, ?2, ?3)");
+  if (!st) return fail(sql_error(db_, "journal: prepare cursor write"));
+  sqlite3_bind_text(st.get(), 1, name.c_str(), -1, SQLITE_STATIC);
+  sqlite3_bind_text(st.get(), 2, c.journal_id.c_str(), -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st.get(), 3, static_cast<sqlite3_int64>(std::min<uint64_t>(c.seq, INT64_MAX)));
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return fail(sql_error(db_, "journal: saving the cursor of " + name));
+  return {};
 }
 
 }  // namespace storwatch::daemon

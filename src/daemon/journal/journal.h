@@ -10,7 +10,8 @@
 // published, nor a gap that was recorded.
 //
 // Thread-safety: all public methods may be called from the loop thread; the writer thread is
-// internal. The status callback runs on the writer thread.
+// internal. The status callback runs on the writer thread. Other threads read through a
+// JournalReader of their own (open_reader) and learn of progress from a journaled listener.
 #pragma once
 
 #include <atomic>
@@ -39,6 +40,32 @@ struct JournalOptions {
   std::chrono::seconds max_age{30 * 24 * 3600};  // retention by age
   uint64_t max_bytes = 256ull << 20;             // retention by size (database pages in use)
   std::chrono::milliseconds retry{1000};         // after a failed write
+};
+
+// A read connection of its own, for a thread that is not the loop (sink runners). It returns
+// committed rows only, never the events still waiting in memory: what it hands out is durable, so
+// a sink never delivers an event that a crash then takes out of the journal. It also keeps the
+// sinks' cursors (table sink_cursors, beside the events). One thread at a time.
+class JournalReader {
+ public:
+  ~JournalReader();
+  JournalReader(const JournalReader&) = delete;
+  JournalReader& operator=(const JournalReader&) = delete;
+
+  // Committed events with after < seq <= upto, in seq order, at most `limit`.
+  [[nodiscard]] Result<std::vector<EventPtr>> read(uint64_t after, uint64_t upto, size_t limit);
+
+  struct Cursor {
+    std::string journal_id;
+    uint64_t seq = 0;
+  };
+  [[nodiscard]] Result<std::optional<Cursor>> load_cursor(const std::string& name);
+  [[nodiscard]] Result<void> save_cursor(const std::string& name, const Cursor& c);
+
+ private:
+  friend class Journal;
+  explicit JournalReader(sqlite3* db) : db_(db) {}
+  sqlite3* db_;
 };
 
 class Journal {
@@ -71,6 +98,15 @@ class Journal {
   // Events in seq order: committed rows first, then those waiting in memory. Matching by type,
   // filesystem and severity is the caller's: it filters what comes back.
   [[nodiscard]] Result<std::vector<EventPtr>> read(const Query& q);
+
+  // A reader for another thread (sinks), on a connection of its own. Any thread.
+  [[nodiscard]] Result<std::unique_ptr<JournalReader>> open_reader();
+  // `fn(journaled_seq)` runs on the writer thread each time journaled_seq() advances: it must only
+  // wake someone (a condition variable), never block. Any thread; after remove, fn is not running
+  // and will not run again.
+  using JournaledFn = std::function<void(uint64_t)>;
+  int add_journaled_listener(JournaledFn fn);
+  void remove_journaled_listener(int id);
 
   // Waits until everything appended so far is committed (or `timeout`). For shutdown and tests.
   bool flush(std::chrono::milliseconds timeout);
@@ -108,6 +144,10 @@ class Journal {
   bool stop_ = false;
   std::atomic<uint64_t> journaled_{0};
   std::atomic<bool> healthy_{true};
+  std::string db_path_;
+  std::mutex listeners_mu_;  // never taken with mu_ held
+  std::vector<std::pair<int, JournaledFn>> listeners_;
+  int next_listener_ = 0;
   std::thread writer_;
 };
 

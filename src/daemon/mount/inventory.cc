@@ -1,6 +1,7 @@
 #include "daemon/mount/inventory.h"
 
 #include <algorithm>
+#include <optional>
 #include <tuple>
 
 namespace storwatch::daemon {
@@ -29,14 +30,13 @@ std::vector<size_t> order_by_identity(const std::vector<MountEntry>& mounts) {
   return order;
 }
 
-Filesystem make_filesystem(const std::vector<MountEntry>& mounts, const std::vector<size_t>& group,
-                           const Inventory::Policy& policy) {
-  // group is sorted by mount point, so "the first" below is the same whatever order the kernel
-  // listed the mounts in, and a reordered table yields an equal Filesystem.
-  const MountEntry* probe = &mounts[group.front()];
-  for (size_t i : group) {
-    if (mounts[i].root == "/") {
-      probe = &mounts[i];
+// `group` is one filesystem's mounts sorted by mount point, so "the first" below is the same
+// whatever order the kernel listed the mounts in, and a reordered table yields an equal Filesystem.
+Filesystem make_filesystem(const std::vector<const MountEntry*>& group, const Inventory::Policy& policy) {
+  const MountEntry* probe = group.front();
+  for (const MountEntry* m : group) {
+    if (m->root == "/") {
+      probe = m;
       break;
     }
   }
@@ -48,38 +48,14 @@ Filesystem make_filesystem(const std::vector<MountEntry>& mounts, const std::vec
   fs.super_options = probe->super_options;
   fs.probe_path = probe->mount_point;
   bool all_ro = true;
-  for (size_t i : group) {
-    const MountEntry& m = mounts[i];
-    if (fs.mounts.empty() || fs.mounts.back() != m.mount_point) fs.mounts.push_back(m.mount_point);
-    all_ro = all_ro && m.read_only();
-    fs.emergency_ro = fs.emergency_ro || m.has_super_option("emergency_ro");
-    fs.watched = fs.watched || policy(m);
+  for (const MountEntry* m : group) {
+    if (fs.mounts.empty() || fs.mounts.back() != m->mount_point) fs.mounts.push_back(m->mount_point);
+    all_ro = all_ro && m->read_only();
+    fs.emergency_ro = fs.emergency_ro || m->has_super_option("emergency_ro");
+    fs.watched = fs.watched || policy(*m);
   }
   fs.read_only = all_ro || fs.emergency_ro;
   return fs;
-}
-
-std::vector<Filesystem> group_filesystems(const std::vector<MountEntry>& mounts,
-                                          const Inventory::Policy& policy) {
-  std::vector<size_t> order(mounts.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    const MountEntry& x = mounts[a];
-    const MountEntry& y = mounts[b];
-    return std::tie(x.major, x.minor, x.mount_point, a) <
-           std::tie(y.major, y.minor, y.mount_point, b);
-  });
-  std::vector<Filesystem> out;
-  std::vector<size_t> group;
-  for (size_t k = 0; k < order.size(); ++k) {
-    group.push_back(order[k]);
-    bool last = k + 1 == order.size() || mounts[order[k + 1]].major != mounts[order[k]].major ||
-                mounts[order[k + 1]].minor != mounts[order[k]].minor;
-    if (!last) continue;
-    out.push_back(make_filesystem(mounts, group, policy));
-    group.clear();
-  }
-  return out;
 }
 
 void diff_filesystems(const std::vector<Filesystem>& before, const std::vector<Filesystem>& after,
@@ -132,56 +108,127 @@ Inventory::Inventory(Policy policy) : policy_(std::move(policy)) {
   if (!policy_) policy_ = watched_by_default;
 }
 
+void Inventory::clear() {
+  mounts_.clear();
+  by_identity_.clear();
+  filesystems_.clear();
+  fs_mounts_.clear();
+  by_mount_point_.clear();
+}
+
+void Inventory::insert(MountEntry m) {
+  uint64_t seq = next_seq_++;
+  by_identity_.emplace(identity_of(m), seq);
+  fs_mounts_[{m.major, m.minor}].emplace(m.mount_point, seq);
+  by_mount_point_[m.mount_point].insert(seq);
+  mounts_.emplace(seq, std::move(m));
+}
+
+bool Inventory::erase(const MountEntry& m) {
+  auto [first, last] = by_identity_.equal_range(identity_of(m));
+  if (first == last) return false;
+  auto it = std::prev(last);  // the latest one, as a re-read would pair them
+  uint64_t seq = it->second;
+  by_identity_.erase(it);
+  if (auto f = fs_mounts_.find({m.major, m.minor}); f != fs_mounts_.end()) {
+    f->second.erase({m.mount_point, seq});
+    if (f->second.empty()) fs_mounts_.erase(f);
+  }
+  if (auto p = by_mount_point_.find(m.mount_point); p != by_mount_point_.end()) {
+    p->second.erase(seq);
+    if (p->second.empty()) by_mount_point_.erase(p);
+  }
+  mounts_.erase(seq);
+  return true;
+}
+
+void Inventory::rebuild_filesystem(Dev dev) {
+  auto f = fs_mounts_.find(dev);
+  if (f == fs_mounts_.end()) {
+    filesystems_.erase(dev);
+    return;
+  }
+  std::vector<const MountEntry*> group;
+  group.reserve(f->second.size());
+  for (const auto& [point, seq] : f->second) group.push_back(&mounts_.at(seq));
+  filesystems_[dev] = make_filesystem(group, policy_);
+}
+
 Inventory::Diff Inventory::update(std::vector<MountEntry> mounts) {
-  std::vector<Filesystem> fresh = group_filesystems(mounts, policy_);
+  std::vector<Filesystem> before_fs;
+  before_fs.reserve(filesystems_.size());
+  for (auto& [dev, fs] : filesystems_) before_fs.push_back(std::move(fs));
+  std::vector<MountEntry> before = this->mounts();
   Diff diff;
-  diff_filesystems(filesystems_, fresh, diff);
-  diff_mounts(mounts_, mounts, diff);
-  filesystems_ = std::move(fresh);
-  mounts_ = std::move(mounts);
-  index_mount_points();
+  diff_mounts(before, mounts, diff);
+  clear();
+  for (auto& m : mounts) insert(std::move(m));
+  for (const auto& [dev, group] : fs_mounts_) rebuild_filesystem(dev);
+  std::vector<Filesystem> after_fs;
+  after_fs.reserve(filesystems_.size());
+  for (const auto& [dev, fs] : filesystems_) after_fs.push_back(fs);
+  diff_filesystems(before_fs, after_fs, diff);
   return diff;
 }
 
-void Inventory::index_mount_points() {
-  by_mount_point_.clear();
-  std::vector<size_t> order(mounts_.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return std::tie(mounts_[a].mount_point, a) < std::tie(mounts_[b].mount_point, b);
-  });
-  std::vector<uint64_t> parents;
-  for (size_t begin = 0; begin < order.size();) {
-    const std::string& point = mounts_[order[begin]].mount_point;
-    size_t end = begin + 1;
-    while (end < order.size() && mounts_[order[end]].mount_point == point) ++end;
-    // Overmounts stack: each one's parent is the mount it covers. The visible one is the mount
-    // no other mount at this point sits on; a garbled table without one falls back to the last.
-    size_t top = order[end - 1];
-    if (end - begin > 1) {
-      parents.clear();
-      for (size_t k = begin; k < end; ++k) parents.push_back(mounts_[order[k]].parent_id);
-      std::sort(parents.begin(), parents.end());
-      for (size_t k = end; k-- > begin;) {
-        if (!std::binary_search(parents.begin(), parents.end(), mounts_[order[k]].mnt_id)) {
-          top = order[k];
-          break;
-        }
-      }
-    }
-    const Filesystem* fs = find(mounts_[top].major, mounts_[top].minor);
-    if (fs) by_mount_point_.emplace_back(point, static_cast<size_t>(fs - filesystems_.data()));
-    begin = end;
+Inventory::Diff Inventory::apply(MountChanges changes) {
+  if (changes.full) return update(std::move(changes.attached));
+  // The old state of each filesystem the changes touch, taken before the first change to it.
+  std::map<Dev, std::optional<Filesystem>> touched;
+  auto touch = [&](const MountEntry& m) {
+    Dev dev{m.major, m.minor};
+    if (touched.count(dev)) return;
+    auto it = filesystems_.find(dev);
+    touched.emplace(dev, it == filesystems_.end() ? std::nullopt : std::optional<Filesystem>(it->second));
+  };
+  Diff diff;
+  for (auto& m : changes.detached) {
+    touch(m);
+    if (erase(m)) diff.mounts_detached.push_back(std::move(m));
   }
+  for (auto& [old_m, new_m] : changes.changed) {
+    touch(old_m);
+    touch(new_m);
+    if (!erase(old_m)) continue;
+    // A change that moved the mount is a detach and an attach here, as in update().
+    if (identity_of(old_m) != identity_of(new_m)) {
+      diff.mounts_detached.push_back(old_m);
+      diff.mounts_attached.push_back(new_m);
+      insert(std::move(new_m));
+      continue;
+    }
+    insert(new_m);
+    if (!same_mount(old_m, new_m)) diff.mounts_changed.emplace_back(std::move(old_m), std::move(new_m));
+  }
+  for (auto& m : changes.attached) {
+    touch(m);
+    insert(m);
+    diff.mounts_attached.push_back(std::move(m));
+  }
+  for (auto& [dev, before] : touched) {
+    rebuild_filesystem(dev);
+    auto it = filesystems_.find(dev);
+    if (!before && it != filesystems_.end()) {
+      diff.added.push_back(it->second);
+    } else if (before && it == filesystems_.end()) {
+      diff.removed.push_back(std::move(*before));
+    } else if (before && *before != it->second) {
+      diff.changed.push_back(it->second);
+    }
+  }
+  return diff;
+}
+
+std::vector<MountEntry> Inventory::mounts() const {
+  std::vector<MountEntry> out;
+  out.reserve(mounts_.size());
+  for (const auto& [seq, m] : mounts_) out.push_back(m);
+  return out;
 }
 
 const Filesystem* Inventory::find(uint32_t major, uint32_t minor) const {
-  auto it = std::lower_bound(filesystems_.begin(), filesystems_.end(), std::pair(major, minor),
-                             [](const Filesystem& fs, const std::pair<uint32_t, uint32_t>& dev) {
-                               return dev_less(fs.major, fs.minor, dev.first, dev.second);
-                             });
-  if (it == filesystems_.end() || it->major != major || it->minor != minor) return nullptr;
-  return &*it;
+  auto it = filesystems_.find({major, minor});
+  return it == filesystems_.end() ? nullptr : &it->second;
 }
 
 const Filesystem* Inventory::find_by_mount_prefix(std::string_view path) const {
@@ -189,11 +236,24 @@ const Filesystem* Inventory::find_by_mount_prefix(std::string_view path) const {
   // Trailing slashes name the same directory; "/" itself stays.
   while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
   auto lookup = [&](std::string_view point) -> const Filesystem* {
-    auto it =
-        std::lower_bound(by_mount_point_.begin(), by_mount_point_.end(), point,
-                         [](const auto& entry, std::string_view p) { return entry.first < p; });
-    if (it == by_mount_point_.end() || it->first != point) return nullptr;
-    return &filesystems_[it->second];
+    auto it = by_mount_point_.find(point);
+    if (it == by_mount_point_.end()) return nullptr;
+    const std::set<uint64_t>& stack = it->second;
+    // Overmounts stack: each one's parent is the mount it covers. The visible one is the mount
+    // no other mount at this point sits on; a garbled table without one falls back to the last.
+    const MountEntry* top = &mounts_.at(*stack.rbegin());
+    if (stack.size() > 1) {
+      for (auto s = stack.rbegin(); s != stack.rend(); ++s) {
+        const MountEntry& m = mounts_.at(*s);
+        bool covered = false;
+        for (uint64_t other : stack) covered = covered || mounts_.at(other).parent_id == m.mnt_id;
+        if (!covered) {
+          top = &m;
+          break;
+        }
+      }
+    }
+    return find(top->major, top->minor);
   };
   // Walk up one component at a time: each candidate ends at a '/' boundary, which is what
   // makes the match component-wise. Cost is O(depth * log n).
@@ -208,7 +268,7 @@ const Filesystem* Inventory::find_by_mount_prefix(std::string_view path) const {
 std::vector<const Filesystem*> Inventory::all() const {
   std::vector<const Filesystem*> out;
   out.reserve(filesystems_.size());
-  for (const Filesystem& fs : filesystems_) out.push_back(&fs);
+  for (const auto& [dev, fs] : filesystems_) out.push_back(&fs);
   return out;
 }
 

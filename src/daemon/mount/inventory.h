@@ -1,19 +1,25 @@
 // The filesystem inventory: the daemon's model of which filesystems exist, keyed by superblock
 // (mountinfo field 3), however many bind mounts, subvolume mounts or overmounts each one has.
-// update() swaps in a fresh mount table and says what changed, so the manager can turn the
-// difference into mount.* and fs.* events.
+// update() swaps in a fresh mount table, apply() takes the changes a MountSource saw; both say
+// what changed, so the manager can turn the difference into mount.* and fs.* events. apply()
+// costs O(log n) per changed mount plus O(mounts of that filesystem) per touched filesystem, so a
+// change to a 50,000-mount table costs what it costs to a 50-mount one.
 //
 // Ownership: the Inventory owns its tables. Pointers returned by find(), find_by_mount_prefix()
-// and all() stay valid until the next update(). Not thread-safe: the event loop owns it.
+// and all() stay valid until the next update() or apply(). Not thread-safe: the event loop owns it.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <set>
 #include <string>
+#include <tuple>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "daemon/mount/mount_changes.h"
 #include "daemon/mount/mountinfo.h"
 
 namespace storwatch::daemon {
@@ -57,6 +63,10 @@ class Inventory {
   // Replaces the table with a fresh parse of mountinfo and returns what changed.
   // O(n log n) in the number of mounts.
   Diff update(std::vector<MountEntry> mounts);
+  // Applies incremental changes (changes.full: replaces the table, as update()). A detached or
+  // changed mount the inventory does not hold is ignored; an attached one it already holds is
+  // replaced. The diff's mount lists are the changes as applied.
+  Diff apply(MountChanges changes);
 
   const Filesystem* find(uint32_t major, uint32_t minor) const;
   // The filesystem whose mount point is the longest component-wise prefix of an absolute,
@@ -65,16 +75,27 @@ class Inventory {
   // relative path or when nothing is mounted on any prefix.
   const Filesystem* find_by_mount_prefix(std::string_view path) const;
   std::vector<const Filesystem*> all() const;  // sorted by dev
-  const std::vector<MountEntry>& mounts() const { return mounts_; }
+  // The table in table order (update()'s order, then attach order). A copy: O(n).
+  std::vector<MountEntry> mounts() const;
+  size_t mount_count() const { return mounts_.size(); }
 
  private:
-  void index_mount_points();
+  using Dev = std::pair<uint32_t, uint32_t>;
+  using Identity = std::tuple<uint64_t, std::string, uint32_t, uint32_t>;  // mnt_id, path, dev
+  static Identity identity_of(const MountEntry& m) { return {m.mnt_id, m.mount_point, m.major, m.minor}; }
+  void clear();
+  void insert(MountEntry m);
+  bool erase(const MountEntry& m);  // one mount of this identity; false when none is held
+  void rebuild_filesystem(Dev dev);
 
   Policy policy_;
-  std::vector<MountEntry> mounts_;       // as given to update(), in table order
-  std::vector<Filesystem> filesystems_;  // sorted by (major, minor)
-  // Mount point -> index into filesystems_, sorted by mount point. The views point into mounts_.
-  std::vector<std::pair<std::string_view, size_t>> by_mount_point_;
+  uint64_t next_seq_ = 0;
+  std::map<uint64_t, MountEntry> mounts_;  // by sequence number: table order
+  std::multimap<Identity, uint64_t> by_identity_;  // a garbled table may repeat one
+  std::map<Dev, Filesystem> filesystems_;
+  std::map<Dev, std::set<std::pair<std::string, uint64_t>>> fs_mounts_;  // (mount point, seq)
+  // Mount point -> the mounts stacked there, by seq.
+  std::map<std::string, std::set<uint64_t>, std::less<>> by_mount_point_;
 };
 
 }  // namespace storwatch::daemon

@@ -73,8 +73,9 @@ json MountTracker::mount_json(const MountEntry& m) const {
             {"fstype", m.fstype},
             {"source", m.source},
             {"options", m.mount_options},
-            {"super_options", m.super_options}};
-  return j;  // no propagation: the interface's Mount type has no such field (events carry it)
+            {"super_options", m.super_options},
+            {"propagation", m.optional_fields}};
+  return j;
 }
 
 json MountTracker::table_json(const std::vector<MountEntry>& mounts) const {
@@ -83,7 +84,8 @@ json MountTracker::table_json(const std::vector<MountEntry>& mounts) const {
   return out;
 }
 
-std::vector<Event> MountTracker::apply(const Inventory::Diff& diff, const FsOf& fs_of) {
+std::vector<Event> MountTracker::apply(const Inventory::Diff& diff, const FsOf& fs_of,
+                                       std::string_view source) {
   const bool quiet = !started_;
   started_ = true;
   std::vector<Event> out;
@@ -91,7 +93,7 @@ std::vector<Event> MountTracker::apply(const Inventory::Diff& diff, const FsOf& 
     Event e;
     e.type = type;
     e.severity = Severity::info;
-    e.source = "mountinfo";
+    e.source = std::string(source);
     if (fs_of) e.fs = fs_of(m);
     e.detail = detail(m, id);
     return e;
@@ -118,7 +120,7 @@ std::vector<Event> MountTracker::apply(const Inventory::Diff& diff, const FsOf& 
   // when both are known) is the same mount moved.
   std::vector<Event> attached;
   for (const auto& m : diff.mounts_attached) {
-    std::optional<uint64_t> id = read_unique_(m);
+    std::optional<uint64_t> id = m.unique_id ? std::optional<uint64_t>(m.unique_id) : read_unique_(m);
     Gone* from = nullptr;
     for (auto& g : gone) {
       if (g.moved || g.m->mnt_id != m.mnt_id || g.m->major != m.major || g.m->minor != m.minor ||

@@ -1,10 +1,11 @@
 // MountTracker: turns the Inventory's mount diff into mount.attached, mount.detached and
-// mount.changed events (the mountinfo fallback path of the mount tracker), and renders the mount
-// table as the interface's Mount type.
+// mount.changed events (whichever MountSource produced the changes), and renders the mount table
+// as the interface's Mount type.
 //
-// It remembers each mount's 64-bit unique id (statx STATX_MNT_ID_UNIQUE on the mount point, read
-// once when the mount first appears, checked against the reusable id so an overmounted point does
-// not lend its id to the mount below), because after a detach the id cannot be read any more.
+// It remembers each mount's 64-bit unique id, because after a detach the id cannot be read any
+// more: the one the source gave (MountEntry::unique_id, from statmount), else statx
+// STATX_MNT_ID_UNIQUE on the mount point, read once when the mount first appears, checked against
+// the reusable id so an overmounted point does not lend its id to the mount below.
 // A move shows in mountinfo as one mount leaving and one appearing with the same reusable id and
 // device (and the same unique id when known): it is reported as one mount.changed with old_path.
 //
@@ -16,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -42,7 +44,9 @@ class MountTracker {
   static std::optional<uint64_t> statx_unique_id(const MountEntry& m);
 
   // Applies a diff of the Inventory. The first call (the table at start) yields no events.
-  std::vector<Event> apply(const Inventory::Diff& diff, const FsOf& fs_of);
+  // `source` is the events' source field ("mountinfo", "fanotify").
+  std::vector<Event> apply(const Inventory::Diff& diff, const FsOf& fs_of,
+                           std::string_view source = "mountinfo");
 
   // One entry of the Mount type (io.storwatch.varlink). mnt_id is the unique id, or the reusable
   // one when the unique id is unknown. Exactly the type's fields.

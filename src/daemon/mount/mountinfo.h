@@ -23,6 +23,9 @@ struct MountEntry {
   std::string fstype;         // after " - "
   std::string source;         // unescaped
   std::string super_options;  // per-superblock options ("rw,errors=remount-ro", "emergency_ro"...)
+  // The 64-bit unique mount id (statmount, listmount, fanotify) when the reader knew it; 0 when
+  // not (mountinfo has no such field). Not part of a mount's identity or state comparisons.
+  uint64_t unique_id = 0;
 
   bool read_only() const;       // "ro" in mount options or in super options
   bool has_super_option(std::string_view opt) const;  // exact option name, with or without "=value"

@@ -14,24 +14,16 @@
 
 #include <fmt/format.h>
 
+#include "daemon/bpf/bpf_support.h"
+#include "daemon/mount/fanotify_mount_source.h"
 #include "daemon/source/fanotify_errors.h"
+#include "daemon/source/quota_netlink.h"
 
 namespace storwatch::daemon {
 
 namespace {
 
-// Newer than Debian 12's 6.1 headers (values from upstream UAPI).
-constexpr unsigned kFanReportMnt = 0x4000;
-
 std::string errno_text(int err) { return std::strerror(err); }
-
-// Tries fanotify_init with these flags; empty string when it works, else why not.
-std::string try_fanotify(unsigned flags) {
-  int fd = ::fanotify_init(flags | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fmt::format("fanotify_init: {}", errno_text(errno));
-  ::close(fd);
-  return {};
-}
 
 std::string try_open(const char* path, int flags) {
   int fd = ::open(path, flags | O_CLOEXEC);
@@ -71,7 +63,7 @@ const char* kCapNames[] = {
     "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
     "CAP_CHECKPOINT_RESTORE"};
 
-SourceStatus planned(std::string name, std::vector<std::string> types, const std::string& kernel_answer) {
+[[maybe_unused]] SourceStatus planned(std::string name, std::vector<std::string> types, const std::string& kernel_answer) {
   // Sources of later versions: say what this kernel would allow, and that we don't run them yet.
   SourceStatus s{std::move(name), false, {}, std::move(types)};
   s.reason = kernel_answer.empty() ? "supported by this kernel; not implemented in this storwatchd version"
@@ -86,6 +78,37 @@ std::vector<std::string> effective_capabilities() {
   uint64_t eff = cap_eff();
   for (size_t i = 0; i < std::size(kCapNames); ++i)
     if (eff & (1ull << i)) out.emplace_back(kCapNames[i]);
+  return out;
+}
+
+std::vector<MissingCapability> missing_capabilities() {
+  // Bit numbers from linux/capability.h (CAP_PERFMON and CAP_BPF are newer than some headers).
+  constexpr int kDacReadSearch = 2, kSysAdmin = 21, kSyslog = 34, kPerfmon = 38, kBpf = 39;
+  const uint64_t eff = cap_eff();
+  auto has = [eff](int bit) { return (eff & (1ull << bit)) != 0; };
+  std::vector<MissingCapability> out;
+  if (!has(kSysAdmin))
+    out.push_back({"CAP_SYS_ADMIN",
+                   "fanotify FAN_FS_ERROR marks (fs.error with the kernel's exact error count, errno and inode; "
+                   "errors then come only from the rate-limited kernel log and the filesystems' counters) and "
+                   "fanotify mount notifications"});
+  if (!has(kDacReadSearch))
+    out.push_back({"CAP_DAC_READ_SEARCH",
+                   "open_by_handle_at: fs.error has the inode but no path; statfs of mount points below "
+                   "directories root may not search (space.threshold, space.enospc for them)"});
+  if (!has(kSyslog) && !has(kSysAdmin))
+    out.push_back({"CAP_SYSLOG",
+                   "/dev/kmsg when kernel.dmesg_restrict=1: fs.error details (function, line, message), "
+                   "fs.shutdown, xfs and btrfs errors, and the kernel-log block.io_error fallback"});
+  if (!has(kBpf) && !has(kSysAdmin))
+    out.push_back({"CAP_BPF",
+                   "loading the eBPF programs: space.enospc/space.edquot with the process at the failing "
+                   "syscall, and block.io_error from the block_rq_error tracepoint (the rate-limited kernel "
+                   "log instead)"});
+  if (!has(kPerfmon) && !has(kSysAdmin))
+    out.push_back({"CAP_PERFMON",
+                   "attaching the eBPF programs to tracepoints (perf_event_open) and reading kernel memory "
+                   "in them: the same eBPF sources as CAP_BPF"});
   return out;
 }
 
@@ -111,25 +134,52 @@ std::vector<SourceStatus> probe_sources() {
                                : why,
                    {"fs.error"}});
   }
-  out.push_back(planned("fanotify-mount", {"mount.attached", "mount.detached", "mount.changed"},
-                        try_fanotify(FAN_CLASS_NOTIF | kFanReportMnt)));
   {
-    // Filesystem errors, and block.io_error until the eBPF source exists (rate-limited lines).
+    // Implemented: the mount table's fast path (FanotifyMountSource); the mountinfo fallback
+    // gives the same events when it cannot run. `[mounts] backend` chooses (docs/configuration.md).
+    std::string why = FanotifyMountSource::probe();
+    out.push_back({"fanotify-mount", why.empty(),
+                   why.empty() ? "attach, detach and move by notification (one statmount each); remounts "
+                                 "by a rate-limited mountinfo scan"
+                               : why + "; the mountinfo fallback reports mount changes instead",
+                   {"mount.attached", "mount.detached", "mount.changed", "mount.resync"}});
+  }
+  {
+    // Filesystem errors, and block.io_error when the eBPF source cannot run (rate-limited lines).
     std::string why = try_open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
     out.push_back({"kmsg", why.empty(), why, {"fs.error", "fs.readonly", "fs.shutdown", "block.io_error"}});
   }
   {
-    std::string why = try_open("/sys/kernel/btf/vmlinux", O_RDONLY);
-    if (why.empty() && !(cap_eff() & (1ull << 39)) && !(cap_eff() & (1ull << 21)))
-      why = "needs CAP_BPF (or CAP_SYS_ADMIN)";
-    out.push_back(planned("ebpf", {"space.enospc", "space.edquot", "block.io_error"}, why));
+    // Implemented; the running daemon replaces this with whether it has the probe loaded.
+    auto ok = bpf_supported();
+    out.push_back({"ebpf-enospc", static_cast<bool>(ok),
+                   ok ? "syscall-exit probe: every ENOSPC/EDQUOT with the process (unless [sources] "
+                        "ebpf_enospc = false)"
+                      : ok.error().message() + "; ENOSPC only from statfs, no EDQUOT",
+                   {"space.enospc", "space.edquot"}});
+  }
+  {
+    // Implemented: this build has the program and the process may load it on this kernel.
+    auto ok = bpf_supported();
+    out.push_back({"ebpf-block", static_cast<bool>(ok),
+                   ok ? "block_rq_error tracepoint: every failed block request, with its length "
+                        "(unless [sources] ebpf_block = false; then the kernel log)"
+                      : ok.error().message() + "; block.io_error comes from the kernel log (rate limited)",
+                   {"block.io_error"}});
   }
   {
     std::string why = try_netlink(NETLINK_KOBJECT_UEVENT, 1);
     out.push_back({"uevent", why.empty(), why,
                    {"device.added", "device.removed", "device.changed", "device.resized"}});
   }
-  out.push_back(planned("quota-netlink", {"quota.warning"}, try_netlink(NETLINK_GENERIC, 0)));
+  {
+    // The manager replaces this with what its running listener counted.
+    auto family = resolve_quota_family();
+    out.push_back({"quota-netlink", static_cast<bool>(family),
+                   family ? "the kernel's quota warnings (generic netlink VFS_DQUOT, as quota_nld reads them)"
+                          : family.error().message(),
+                   {"quota.warning"}});
+  }
   return out;
 }
 

@@ -20,4 +20,14 @@ std::vector<SourceStatus> probe_sources();
 // The daemon's effective capabilities by name ("CAP_SYS_ADMIN", ...).
 std::vector<std::string> effective_capabilities();
 
+// A capability a source needs that this daemon does not have, and what its absence disables.
+struct MissingCapability {
+  std::string name;      // "CAP_SYS_ADMIN"
+  std::string disables;  // for people: which sources and events are lost or reduced
+};
+// The capabilities storwatchd's sources use (systemd/storwatchd.service grants exactly these)
+// that are not effective now. One that another effective capability stands in for (CAP_BPF by
+// CAP_SYS_ADMIN) is not missing.
+std::vector<MissingCapability> missing_capabilities();
+
 }  // namespace storwatch::daemon

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <fmt/format.h>
@@ -22,11 +23,21 @@ using nlohmann::json;
 namespace {
 
 constexpr size_t kReadChunk = 64 * 1024;
+constexpr int kReadsPerWake = 4;
+// Calls handled per connection per loop turn: a client that pipelines hundreds of calls waits
+// between batches while the other clients are served, instead of holding the loop for all of them.
+constexpr int kCallsPerTurn = 8;
 // Stop reading a client's requests while this many reply bytes wait for it to read.
 constexpr size_t kReadPauseOutput = 1024 * 1024;
 // A subscription is refilled from its queue only while less than this is waiting in the socket
 // buffer of ours, so a slow reader leaves events in the bounded queue (and loses them there).
 constexpr size_t kStreamOutputLow = 256 * 1024;
+// A client being dropped gets this long to read its error reply; one that does not read is not
+// allowed to keep its connection (and its slot) by never reading.
+constexpr std::chrono::milliseconds kCloseLinger{1000};
+// Out of descriptors: stop accepting for this long instead of spinning on a listener that stays
+// readable; the clients wait in the backlog meanwhile.
+constexpr std::chrono::milliseconds kAcceptPause{100};
 
 constexpr const char* kVarlinkServiceDescription = R"(# The Varlink Service Interface is provided by every varlink service. It
 # describes the service and the interfaces it implements.
@@ -69,7 +80,11 @@ error ExpectedMore ()
 
 struct Server::Conn {
   UniqueFd fd;
+  uint64_t id = 0;  // fds are reused; timers name a connection by id
   Peer peer;
+  UniqueFd pidfd;  // peer.pidfd
+  double tokens = 0;  // request_burst at accept, refilled at requests_per_second
+  MonoTime refilled{};
   proto::MessageReader reader;
   std::string out;
   size_t out_off = 0;
@@ -77,9 +92,12 @@ struct Server::Conn {
   bool streaming = false;
   std::shared_ptr<Subscriber> sub;  // null while catching up from the journal
   Subscriber::Filter filter;
+  std::function<EventPtr(const EventPtr&)> present;  // the client's view of each event, or null
   std::function<Result<std::vector<EventPtr>>(uint64_t, size_t)> fetch;
   uint64_t cursor = 0;  // the last seq replayed
   uint32_t interest = 0;
+  std::deque<std::string> calls;  // read but not handled yet: the socket is not read meanwhile
+  bool drain_posted = false;
   explicit Conn(size_t max_message) : reader(max_message) {}
   size_t pending() const { return out.size() - out_off; }
 };
@@ -156,19 +174,27 @@ size_t Server::subscription_count() const {
 }
 
 void Server::on_accept() {
+  // Best effort: tell the client why before closing; never block on it.
+  auto refuse = [](int fd, std::string_view limit, size_t max) {
+    std::string e = proto::encode_error(proto::errors::kLimitExceeded, {{"limit", limit}, {"max", max}});
+    ssize_t ignored = ::send(fd, e.data(), e.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)ignored;
+  };
   for (;;) {
     UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!fd) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) log_warning("accept: {}", std::strerror(errno));
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        log_warning("accept: {}: not accepting clients for {} ms (clients: {}; see RLIMIT_NOFILE)",
+                    std::strerror(errno), kAcceptPause.count(), conns_.size());
+        pause_accepting();
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        log_warning("accept: {}", std::strerror(errno));
+      }
       return;
     }
     if (conns_.size() >= limits_.max_clients) {
-      // Best effort: tell the client why before closing; never block on it.
-      std::string e = proto::encode_error(proto::errors::kLimitExceeded,
-                                          {{"limit", "clients"}, {"max", limits_.max_clients}});
-      ssize_t ignored = ::send(fd.get(), e.data(), e.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-      (void)ignored;
+      refuse(fd.get(), "clients", limits_.max_clients);
       continue;
     }
     auto c = std::make_unique<Conn>(limits_.max_message);
@@ -179,6 +205,21 @@ void Server::on_accept() {
       c->peer.uid = cred.uid;
       c->peer.gid = cred.gid;
     }
+    // One uid must not take every slot from the others (a container sharing the socket); checked
+    // before the costlier look at the peer below.
+    if (auto it = conns_per_uid_.find(c->peer.uid);
+        it != conns_per_uid_.end() && it->second >= limits_.max_clients_per_uid) {
+      refuse(fd.get(), "clients_per_uid", limits_.max_clients_per_uid);
+      continue;
+    }
+    // Beyond the ids: groups for the policy; a pidfd and the mount namespace for namespace views.
+    c->peer.groups = peer_groups(fd.get());
+    c->pidfd = peer_pidfd(fd.get());
+    c->peer.pidfd = c->pidfd.get();
+    if (auto ns = mount_ns_of(c->peer.pidfd, c->peer.pid)) c->peer.mnt_ns = *ns;
+    c->id = next_conn_id_++;
+    c->tokens = static_cast<double>(limits_.request_burst);
+    c->refilled = loop_.clock().now();
     int cfd = fd.get();
     c->fd = std::move(fd);
     c->interest = EPOLLIN;
@@ -193,14 +234,42 @@ void Server::on_accept() {
       log_warning("watching client socket: {}", r.error().message());
       continue;
     }
+    ++conns_per_uid_[c->peer.uid];
     conns_[cfd] = std::move(c);
   }
+}
+
+void Server::pause_accepting() {
+  if (accept_paused_) return;
+  accept_paused_ = true;
+  (void)loop_.modify_fd(listener_.get(), 0);
+  std::weak_ptr<bool> alive = alive_;
+  loop_.add_timer_after(kAcceptPause, [this, alive] {
+    if (!alive.lock()) return;
+    accept_paused_ = false;
+    (void)loop_.modify_fd(listener_.get(), EPOLLIN);
+  });
+}
+
+bool Server::take_request_token(Conn& c) {
+  if (limits_.requests_per_second == 0) return true;
+  MonoTime now = loop_.clock().now();
+  double elapsed = std::chrono::duration<double>(now - c.refilled).count();
+  c.refilled = now;
+  c.tokens = std::min(static_cast<double>(std::max<size_t>(limits_.request_burst, 1)),
+                      c.tokens + elapsed * static_cast<double>(limits_.requests_per_second));
+  if (c.tokens < 1) return false;
+  c.tokens -= 1;
+  return true;
 }
 
 void Server::on_readable(Conn& c) {
   int fd = c.fd.get();
   char buf[kReadChunk];
-  for (;;) {
+  // A few reads per wake-up, not "until EAGAIN": a client that writes as fast as we read must
+  // not keep the loop from everyone else (epoll is level-triggered: the rest comes next turn).
+  if (!c.calls.empty()) return;  // the posted drain_calls() handles those first
+  for (int reads = 0; reads < kReadsPerWake; ++reads) {
     if (c.closing) return;
     if (c.pending() > kReadPauseOutput) break;  // backpressure: read again once the client reads
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
@@ -219,15 +288,46 @@ void Server::on_readable(Conn& c) {
                      {{"limit", "message_bytes"}, {"max", limits_.max_message}});
       return;
     }
-    while (auto msg = c.reader.next()) {
-      handle_message(c, *msg);
-      if (!conns_.count(fd) || c.closing) return;
-    }
+    while (auto msg = c.reader.next()) c.calls.push_back(std::move(*msg));
+    if (!drain_calls(c)) return;
   }
   update_interest(c);
 }
 
+bool Server::drain_calls(Conn& c) {
+  int fd = c.fd.get();
+  for (int i = 0; i < kCallsPerTurn && !c.calls.empty(); ++i) {
+    std::string msg = std::move(c.calls.front());
+    c.calls.pop_front();
+    handle_message(c, msg);
+    if (!conns_.count(fd) || c.closing) return false;
+  }
+  if (c.calls.empty()) return true;
+  if (!c.drain_posted) {
+    c.drain_posted = true;
+    uint64_t id = c.id;
+    std::weak_ptr<bool> alive = alive_;
+    loop_.post([this, alive, fd, id] {
+      if (!alive.lock()) return;
+      auto it = conns_.find(fd);
+      if (it == conns_.end() || it->second->id != id) return;
+      Conn& conn = *it->second;
+      conn.drain_posted = false;
+      if (!conn.closing && drain_calls(conn)) update_interest(conn);
+    });
+  }
+  update_interest(c);
+  return false;
+}
+
 void Server::handle_message(Conn& c, const std::string& msg) {
+  if (!take_request_token(c)) {
+    log_debug("client pid {} uid {} sends more than {} requests/s; dropping it", c.peer.pid, c.peer.uid,
+              limits_.requests_per_second);
+    fail_and_close(c, proto::errors::kLimitExceeded,
+                   {{"limit", "requests_per_second"}, {"max", limits_.requests_per_second}});
+    return;
+  }
   if (c.streaming) {
     fail_and_close(c, proto::errors::kInvalidParameter,
                    {{"parameter", "method"}, {"reason", "this connection is streaming a subscription"}});
@@ -304,8 +404,8 @@ void Server::handle_call(Conn& c, const proto::Call& call) {
 void Server::start_stream(Conn& c, const proto::Call& call) {
   size_t& n = subs_per_pid_[c.peer.pid];
   if (n >= limits_.max_subscriptions_per_process) {
-    send_error(c, proto::errors::kLimitExceeded,
-               {{"limit", "subscriptions_per_process"}, {"max", limits_.max_subscriptions_per_process}});
+    fail_and_close(c, proto::errors::kLimitExceeded,
+                   {{"limit", "subscriptions_per_process"}, {"max", limits_.max_subscriptions_per_process}});
     return;
   }
   auto stream = service_.subscribe(c.peer, call.parameters);
@@ -317,6 +417,7 @@ void Server::start_stream(Conn& c, const proto::Call& call) {
   c.streaming = true;
   int fd = c.fd.get();
   c.filter = std::move(stream->filter);
+  c.present = std::move(stream->present);
   if (stream->fetch) {
     c.fetch = std::move(stream->fetch);
     c.cursor = stream->after;
@@ -364,7 +465,9 @@ void Server::pump_stream(Conn& c) {
   std::string tail = extra.dump();
   // tail is "{...}"; each reply is {"parameters":{"event":EVENT,<extra fields>},"continues":true}
   std::string extra_fields = tail.size() > 2 ? "," + tail.substr(1, tail.size() - 2) : "";
-  auto append = [&](const EventPtr& e) {
+  auto append = [&](const EventPtr& published) {
+    EventPtr e = c.present ? c.present(published) : published;
+    if (!e) return;
     c.out.append("{\"parameters\":{\"event\":");
     c.out.append(e->json);
     c.out.append(extra_fields);
@@ -419,10 +522,18 @@ void Server::send_error(Conn& c, std::string_view name, const json& params) {
 
 void Server::fail_and_close(Conn& c, std::string_view name, const json& params) {
   int fd = c.fd.get();
+  uint64_t id = c.id;
   send_error(c, name, params);
   if (!conns_.count(fd)) return;
   c.closing = true;
   flush(c);
+  if (!conns_.count(fd)) return;
+  std::weak_ptr<bool> alive = alive_;
+  loop_.add_timer_after(kCloseLinger, [this, alive, fd, id] {
+    if (!alive.lock()) return;
+    auto it = conns_.find(fd);
+    if (it != conns_.end() && it->second->id == id) close_conn(fd);
+  });
 }
 
 void Server::flush(Conn& c) {
@@ -460,7 +571,7 @@ void Server::on_writable(Conn& c) {
 
 void Server::update_interest(Conn& c) {
   uint32_t want = 0;
-  if (!c.closing && c.pending() <= kReadPauseOutput) want |= EPOLLIN;
+  if (!c.closing && c.pending() <= kReadPauseOutput && c.calls.empty()) want |= EPOLLIN;
   if (c.pending() > 0) want |= EPOLLOUT;
   // A streaming client that sends nothing must still be noticed when it hangs up. Not while
   // closing: on_readable() reads nothing then, so level-triggered EPOLLIN would spin.
@@ -479,6 +590,8 @@ void Server::close_conn(int fd) {
     auto p = subs_per_pid_.find(it->second->peer.pid);
     if (p != subs_per_pid_.end() && --p->second == 0) subs_per_pid_.erase(p);
   }
+  if (auto u = conns_per_uid_.find(it->second->peer.uid); u != conns_per_uid_.end() && --u->second == 0)
+    conns_per_uid_.erase(u);
   loop_.remove_fd(fd);
   dirty_.erase(fd);
   conns_.erase(it);

@@ -20,6 +20,7 @@
 #include "base/result.h"
 #include "daemon/bus/bus.h"
 #include "daemon/loop/event_loop.h"
+#include "daemon/view/peer_identity.h"
 #include "proto/varlink.h"
 
 namespace storwatch::daemon {
@@ -28,14 +29,22 @@ struct Peer {
   pid_t pid = 0;
   uid_t uid = static_cast<uid_t>(-1);
   gid_t gid = static_cast<gid_t>(-1);
+  std::vector<gid_t> groups;  // supplementary groups at connect() (SO_PEERGROUPS), for the policy
+  int pidfd = -1;             // SO_PEERPIDFD, owned by the connection; -1 when the kernel has none
+  MountNsId mnt_ns;           // the client's mount namespace; unknown when it cannot be read
 };
 
 struct ServerLimits {
-  size_t max_clients = 256;                // connections at once
+  size_t max_clients = 1024;               // connections at once
+  size_t max_clients_per_uid = 128;        // connections of one uid at once (uid 0 included)
   size_t max_message = 64 * 1024;          // bytes per request
   size_t max_subscriptions_per_process = 32;
   size_t queue_events = 4096;              // events queued per subscriber before stream.lost
   size_t max_output = 4 * 1024 * 1024;     // unread reply bytes before a client is dropped
+  // Token bucket per connection: a connection may send request_burst calls at once, then
+  // requests_per_second on average; beyond that it is dropped. 0 turns the limit off.
+  size_t requests_per_second = 200;
+  size_t request_burst = 400;
 };
 
 // An error reply as the protocol carries it: a Varlink error name and its parameters. This is the
@@ -65,6 +74,9 @@ class Service {
     // from replayed to live events has no gap and no duplicate. Null: live events only.
     std::function<Result<std::vector<EventPtr>>(uint64_t after, size_t max)> fetch;
     uint64_t after = 0;
+    // The client's view of each event, replayed or live (policy redaction, mount-namespace
+    // paths): the same pointer when unchanged. Null: events as published.
+    std::function<EventPtr(const EventPtr&)> present;
   };
   [[nodiscard]] virtual Reply<Stream> subscribe(const Peer& peer, const nlohmann::json& parameters) = 0;
   // Extra fields for every streamed event reply (journal_id, journaled_seq).
@@ -114,6 +126,9 @@ class Server {
   void mark_dirty(int fd);
   void close_conn(int fd);
   void update_interest(Conn& c);
+  bool take_request_token(Conn& c);
+  bool drain_calls(Conn& c);
+  void pause_accepting();
 
   EventLoop& loop_;
   Bus& bus_;
@@ -122,6 +137,9 @@ class Server {
   ServerLimits limits_;
   std::map<int, std::unique_ptr<Conn>> conns_;
   std::map<pid_t, size_t> subs_per_pid_;
+  std::map<uid_t, size_t> conns_per_uid_;
+  uint64_t next_conn_id_ = 1;
+  bool accept_paused_ = false;
   std::set<int> dirty_;
   bool flush_posted_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

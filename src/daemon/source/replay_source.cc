@@ -72,6 +72,14 @@ Result<Event> ReplaySource::parse_line(std::string_view line, const ResolveFs& r
     if (!d->is_object()) return fail_invalid("\"detail\" must be an object");
     e.detail = *d;
   }
+  if (auto p = j.find("process"); p != j.end()) {
+    // The same form as in events: {"pid", "uid", "comm", "cgroup"}.
+    if (!p->is_object()) return fail_invalid("\"process\" must be an object");
+    nlohmann::json wrapper = {{"time", ""}, {"type", e.type}, {"severity", "info"}, {"process", *p}};
+    auto parsed = event_from_json(wrapper);
+    if (!parsed || !parsed->process) return fail_invalid("bad \"process\"");
+    e.process = std::move(parsed->process);
+  }
   return e;
 }
 

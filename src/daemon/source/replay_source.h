@@ -3,8 +3,9 @@
 // streams, and for tests that need thousands of events on demand. Off unless configured.
 //
 // One JSON object per line: {"type": "fs.error", "severity": "error", "fs": "/mnt/data",
-// "detail": {...}, "count": 1}. `type` must be in the vocabulary; `fs` is a path resolved to the
-// filesystem holding it. Bad lines are counted and skipped. Loop-thread only.
+// "detail": {...}, "count": 1, "process": {"pid": 1, "uid": 0, "comm": "dd"}}. `type` must be in
+// the vocabulary; `fs` is a path resolved to the filesystem holding it. Bad lines are counted and
+// skipped. Loop-thread only.
 #pragma once
 
 #include <functional>

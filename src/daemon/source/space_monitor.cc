@@ -28,6 +28,8 @@ struct SpaceMonitor::FsState {
   bool restored = false;
   bool zero_blocks = false;  // space.enospc sent for blocks; re-armed when space returns
   bool zero_inodes = false;
+  // Until then the eBPF probe's space.enospc stands for the statfs-based one (enospc_reported).
+  MonoTime probe_blocks_until{}, probe_inodes_until{};
   explicit FsState(PollScheduler::Config c) : scheduler(c) {}
 };
 
@@ -53,6 +55,17 @@ SpaceMonitor::~SpaceMonitor() {
 const SpaceMonitor::Status* SpaceMonitor::status(const std::string& dev) const {
   auto it = fss_.find(dev);
   return it == fss_.end() ? nullptr : &it->second->status;
+}
+
+void SpaceMonitor::enospc_reported(const std::string& dev, bool inodes) {
+  auto it = fss_.find(dev);
+  if (it == fss_.end()) return;
+  // Marked as already sent (process() re-arms it when statfs sees free space again), and for a
+  // while also when a poll between two failures saw a little space: the filesystem's own
+  // accounting (btrfs metadata, xfs reserves, delayed allocation) is not exactly statfs'.
+  FsState& s = *it->second;
+  (inodes ? s.zero_inodes : s.zero_blocks) = true;
+  (inodes ? s.probe_inodes_until : s.probe_blocks_until) = loop_.clock().now() + kProbeFold;
 }
 
 void SpaceMonitor::sync(const std::vector<std::pair<Filesystem, Plan>>& plans) {
@@ -189,8 +202,9 @@ void SpaceMonitor::process(FsState& s, const Usage& u) {
   persist_crossed(s);
 
   // "No space left" as statfs sees it: edge-triggered, re-armed once space is available again.
-  auto zero = [&](bool now_zero, bool& flag, const char* kind, uint64_t total) {
-    if (now_zero && !flag && total > 0) {
+  const MonoTime now = loop_.clock().now();
+  auto zero = [&](bool now_zero, bool& flag, const char* kind, uint64_t total, MonoTime probe_until) {
+    if (now_zero && !flag && total > 0 && now >= probe_until) {
       Event e = make_event(s, "space.enospc", Severity::error);
       e.detail = {{"kind", kind}, {"avail", 0}, {"total", total}};
       if (std::string(kind) == "data") e.detail["block_size"] = u.frsize;
@@ -198,8 +212,8 @@ void SpaceMonitor::process(FsState& s, const Usage& u) {
     }
     flag = now_zero;
   };
-  zero(u.blocks > 0 && u.bavail == 0, s.zero_blocks, "data", u.blocks);
-  zero(u.files > 0 && u.favail == 0, s.zero_inodes, "inodes", u.files);
+  zero(u.blocks > 0 && u.bavail == 0, s.zero_blocks, "data", u.blocks, s.probe_blocks_until);
+  zero(u.files > 0 && u.favail == 0, s.zero_inodes, "inodes", u.files, s.probe_inodes_until);
 }
 
 void SpaceMonitor::persist_crossed(FsState& s) {

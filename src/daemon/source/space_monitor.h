@@ -55,6 +55,10 @@ class SpaceMonitor {
   void sync(const std::vector<std::pair<Filesystem, Plan>>& plans);
   void set_options(const Options& o) { options_ = o; }
   const Status* status(const std::string& dev) const;
+  // The eBPF probe reported an ENOSPC on this filesystem: its statfs-based space.enospc (blocks,
+  // or inodes when `inodes`) is folded into that event and not sent, until space returns.
+  void enospc_reported(const std::string& dev, bool inodes);
+  static constexpr std::chrono::seconds kProbeFold{60};
 
  private:
   struct FsState;

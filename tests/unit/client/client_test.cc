@@ -391,7 +391,8 @@ TEST(Client, ListEventsSendsTheFilterAndParsesEvents) {
                                       {"limit", 2}}));
     c->reply({{"events", {event_to_json(make_event(4, "fs.error")), event_to_json(make_event(5, "fs.readonly"))}},
               {"journal_id", "j1"},
-              {"journaled_seq", 5}});
+              {"journaled_seq", 5},
+              {"next_after", 9}});
     call = c->read_call();
     if (!call) return;
     EXPECT_EQ(call->parameters, json::object());
@@ -402,14 +403,16 @@ TEST(Client, ListEventsSendsTheFilterAndParsesEvents) {
   EventFilter f;
   f.types = {"fs.*"};
   f.min_severity = Severity::error;
-  auto events = client->list_events(f, 3, "@0", 2);
-  ASSERT_TRUE(events) << events.error().message();
-  ASSERT_EQ(events->size(), 2u);
-  EXPECT_EQ((*events)[0].seq, 4u);
-  EXPECT_EQ((*events)[0].type, "fs.error");
-  EXPECT_EQ((*events)[1].type, "fs.readonly");
-  ASSERT_TRUE((*events)[1].fs);
-  EXPECT_EQ((*events)[1].fs->mounts.front(), "/mnt/data");
+  auto page = client->list_events(f, 3, "@0", 2);
+  ASSERT_TRUE(page) << page.error().message();
+  const auto& events = page->events;
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].seq, 4u);
+  EXPECT_EQ(events[0].type, "fs.error");
+  EXPECT_EQ(events[1].type, "fs.readonly");
+  ASSERT_TRUE(events[1].fs);
+  EXPECT_EQ(events[1].fs->mounts.front(), "/mnt/data");
+  EXPECT_EQ(page->next_after, 9u);
 
   auto bad = client->list_events({}, std::nullopt, std::nullopt, std::nullopt);
   ASSERT_FALSE(bad);

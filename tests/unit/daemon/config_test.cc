@@ -42,7 +42,11 @@ TEST(Config, EmbeddedDefaultParses) {
   EXPECT_EQ(c.default_levels[0].severity, Severity::warning);
   EXPECT_EQ(c.default_levels[1].severity, Severity::error);
   EXPECT_EQ(c.default_levels[2].severity, Severity::critical);
-  EXPECT_EQ(c.limits.max_clients, 256u);
+  EXPECT_EQ(c.limits.max_clients, 1024u);
+  EXPECT_EQ(c.limits.max_clients_per_uid, 128u);
+  EXPECT_EQ(c.limits.max_output, 4194304u);
+  EXPECT_EQ(c.limits.requests_per_second, 200u);
+  EXPECT_EQ(c.limits.request_burst, 400u);
   EXPECT_EQ(c.limits.max_message, 65536u);
   EXPECT_EQ(c.limits.max_subscriptions_per_process, 32u);
   EXPECT_EQ(c.limits.queue_events, 4096u);
@@ -207,7 +211,14 @@ TEST(Config, LimitsMustBeInRange) {
               HasSubstr("limits.subscriptions_per_process"));
   EXPECT_THAT(parse_error("[limits]\nqueue_events = 15\n"), HasSubstr("limits.queue_events: must be between 16"));
   EXPECT_THAT(parse_error("[limits]\nqueue_events = -1\n"), HasSubstr("limits.queue_events"));
-  Config c = parse_ok("[limits]\nclients = 1\nmessage_bytes = 1024\nqueue_events = 16\n");
+  EXPECT_THAT(parse_error("[limits]\nrequest_burst = 0\n"), HasSubstr("limits.request_burst"));
+  EXPECT_THAT(parse_error("[limits]\noutput_bytes = 1000\n"), HasSubstr("limits.output_bytes"));
+  Config c = parse_ok("[limits]\nclients = 1\nmessage_bytes = 1024\nqueue_events = 16\nclients_per_uid = 3\n"
+                      "requests_per_second = 0\nrequest_burst = 5\noutput_bytes = 65536\n");
+  EXPECT_EQ(c.limits.max_clients_per_uid, 3u);
+  EXPECT_EQ(c.limits.requests_per_second, 0u);
+  EXPECT_EQ(c.limits.request_burst, 5u);
+  EXPECT_EQ(c.limits.max_output, 65536u);
   EXPECT_EQ(c.limits.max_clients, 1u);
   EXPECT_EQ(c.limits.max_message, 1024u);
   EXPECT_EQ(c.limits.queue_events, 16u);

@@ -309,6 +309,85 @@ TEST_F(ServerTest, MaxClientsExceededIsLimitExceeded) {
   EXPECT_FALSE(call(*d, "io.storwatch.Echo").contains("error"));
 }
 
+TEST_F(ServerTest, ClientsPerUidAreLimited) {
+  ServerLimits limits;
+  limits.max_clients_per_uid = 2;
+  start(limits);
+  auto a = connect();  // every client here is this uid
+  auto b = connect();
+  auto c = connect();
+  ASSERT_TRUE(c->wait_for(1, stepper()));
+  json r = c->next();
+  EXPECT_EQ(r["error"], errs::kLimitExceeded);
+  EXPECT_EQ(r["parameters"]["limit"], "clients_per_uid");
+  EXPECT_EQ(r["parameters"]["max"], 2);
+  EXPECT_TRUE(c->wait_for_eof(stepper()));
+  EXPECT_EQ(server_->connection_count(), 2u);
+  a.reset();
+  for (int i = 0; i < 3; ++i) step();
+  auto d = connect();
+  EXPECT_FALSE(call(*d, "io.storwatch.Echo").contains("error"));
+}
+
+TEST_F(ServerTest, RequestRateIsLimitedPerConnection) {
+  ServerLimits limits;
+  limits.requests_per_second = 10;
+  limits.request_burst = 5;
+  start(limits);
+  auto calm = connect();
+  auto flood = connect();
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(call(*flood, "io.storwatch.Echo").contains("error")) << i;
+  json r = call(*flood, "io.storwatch.Echo");
+  EXPECT_EQ(r["error"], errs::kLimitExceeded) << r.dump();
+  EXPECT_EQ(r["parameters"]["limit"], "requests_per_second");
+  EXPECT_EQ(r["parameters"]["max"], 10);
+  EXPECT_TRUE(flood->wait_for_eof(stepper()));
+  // The bucket is per connection and refills with time.
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(call(*calm, "io.storwatch.Echo").contains("error")) << i;
+  clock_.advance(100ms);
+  EXPECT_FALSE(call(*calm, "io.storwatch.Echo").contains("error"));
+  EXPECT_EQ(server_->connection_count(), 1u);
+}
+
+// Regression: a client's whole pipelined burst was handled in one loop turn, and a well-behaved
+// client waited seconds behind 400 expensive calls (tests/integration/hostile_clients.py).
+TEST_F(ServerTest, PipelinedCallsDoNotHoldTheLoopFromOthers) {
+  auto a = connect();
+  auto b = connect();
+  std::string burst;
+  for (int i = 0; i < 100; ++i) burst += proto::encode_call({"io.storwatch.Echo", {{"i", i}}});
+  ASSERT_TRUE(a->send_raw(burst));
+  ASSERT_TRUE(b->call("io.storwatch.Echo", {{"b", true}}));
+  ASSERT_TRUE(b->wait_for(1, stepper()));
+  EXPECT_EQ(b->next()["parameters"]["b"], true);
+  EXPECT_LT(service_.calls, 100) << "the other client waited for the whole burst";
+  ASSERT_TRUE(a->wait_for(100, stepper(), 1000));
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(a->next()["parameters"]["i"], i);
+}
+
+TEST_F(ServerTest, DroppedClientThatNeverReadsIsClosedAfterTheLinger) {
+  ServerLimits limits;
+  limits.max_message = 1024;
+  limits.requests_per_second = 0;
+  start(limits);
+  auto c = connect();
+  // Fill the client's receive buffer (it never reads), then overflow a message: the error reply
+  // cannot be written, and the connection must not stay open waiting for it.
+  std::string req = proto::encode_call({"io.storwatch.Echo", {{"pad", std::string(900, 'p')}}});
+  for (int i = 0; i < 3000; ++i) {
+    (void)::send(c->fd(), req.data(), req.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    step();
+    if (server_->stats().max_output_bytes > 0) break;
+  }
+  ASSERT_GT(server_->stats().max_output_bytes, 0u) << "the socket buffer never filled";
+  ASSERT_TRUE(c->send_raw(std::string(2000, 'a')));
+  for (int i = 0; i < 5; ++i) step();
+  EXPECT_EQ(server_->connection_count(), 1u);
+  clock_.advance(2s);
+  for (int i = 0; i < 5; ++i) step();
+  EXPECT_EQ(server_->connection_count(), 0u);
+}
+
 TEST_F(ServerTest, SubscriptionsPerProcessAreLimited) {
   ServerLimits limits;
   limits.max_subscriptions_per_process = 2;
@@ -322,6 +401,7 @@ TEST_F(ServerTest, SubscriptionsPerProcessAreLimited) {
   EXPECT_EQ(r["error"], errs::kLimitExceeded);
   EXPECT_EQ(r["parameters"]["limit"], "subscriptions_per_process");
   EXPECT_EQ(r["parameters"]["max"], 2);
+  EXPECT_TRUE(c->wait_for_eof(stepper()));  // dropped, like every client over a limit
   EXPECT_EQ(server_->subscription_count(), 2u);
   // Ending a subscription frees its slot.
   s1.reset();
