@@ -90,6 +90,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 SKIP_RETURN_CODE = 77
 
+# Under ASan/UBSan (make test-sanitize sets STORWATCH_SANITIZED=1) the daemon runs several times
+# slower: deadlines of wait_for() and of stopping the daemon are stretched by this factor.
+SANITIZED_SLOWDOWN = 3 if os.environ.get("STORWATCH_SANITIZED") == "1" else 1
+
 
 class Skip(unittest.SkipTest, SystemExit):
     """Raised by skip().
@@ -229,7 +233,7 @@ def wait_for(predicate, timeout=10.0, what=None, interval=0.005, max_interval=0.
     waiting for: <what>") after `timeout` seconds.  Exceptions whose type is
     in `ignore` count as "not yet"."""
     what = what or getattr(predicate, "__name__", "condition")
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * SANITIZED_SLOWDOWN
     delay = interval
     while True:
         try:
@@ -1293,7 +1297,7 @@ class Daemon:
         assertion fails.  Returns the seconds it took."""
         if self.proc is None or self.proc.poll() is not None:
             return 0.0
-        timeout = self.stop_timeout if timeout is None else timeout
+        timeout = (self.stop_timeout if timeout is None else timeout) * SANITIZED_SLOWDOWN
         t0 = time.monotonic()
         self.proc.send_signal(sig)
         try:

@@ -509,7 +509,9 @@ class ConfigTest(DaemonTestCase):
         conf = tomllib.loads(p.stdout)
         self.assertEqual(conf["daemon"], {"socket": "/run/storwatch/io.storwatch",
                                           "state_dir": "/var/lib/storwatch"})
-        self.assertEqual(conf["limits"], {"clients": 256, "message_bytes": 65536,
+        self.assertEqual(conf["limits"], {"clients": 1024, "clients_per_uid": 128,
+                                          "message_bytes": 65536, "output_bytes": 4194304,
+                                          "requests_per_second": 200, "request_burst": 400,
                                           "subscriptions_per_process": 32,
                                           "queue_events": 4096})
         self.assertEqual(conf["watch"]["watch_readonly"], False)
@@ -862,6 +864,15 @@ class HostileClientTest(DaemonTestCase):
             if i % 3 == 0:
                 s.sendall(b'{"method": "io.sto')
             s.close()
+        # Until the daemon has seen them all go, this uid may still be at limits.clients_per_uid
+        # (128): a new client is refused meanwhile, not afterwards.
+        def served():
+            c = connect(self.d.socket)
+            try:
+                return c.call("org.varlink.service.GetInfo").get("error") is None
+            finally:
+                c.close()
+        swtest.wait_for(served, 10, "a new client to be served", ignore=(OSError, EOFError))
         self.still_serves()
 
 

@@ -26,6 +26,7 @@ for `--backend fanotify` on a kernel without mount notifications).
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -304,6 +305,45 @@ class MountTests(swtest.DaemonTestCase):
         swtest.wait_for(lambda: (seen.extend(self._drain(text)) or
                                  any("mount.attached" in s and b in s for s in seen)),
                         10, "a mount.attached line from storwatch mounts --follow")
+
+    def test_4_overflow(self):
+        if BACKEND != "fanotify":
+            self.skipTest("queue overflow is the fanotify backend's")
+        churn, kept = self.dir("churn"), self.dir("kept")
+        # 9,000 mounts and unmounts (18,000 notifications, more than the 16,384 the kernel queues
+        # for a reader that does not read) while the daemon is stopped, then one mount that stays.
+        script = ("import ctypes, sys\n"
+                  "libc = ctypes.CDLL(None, use_errno=True)\n"
+                  "churn, kept = sys.argv[1].encode(), sys.argv[2].encode()\n"
+                  "for _ in range(9000):\n"
+                  "    if libc.mount(b'swt-churn', churn, b'tmpfs', 0, b'size=4k') != 0:\n"
+                  "        sys.exit('mount: errno %d' % ctypes.get_errno())\n"
+                  "    if libc.umount(churn) != 0:\n"
+                  "        sys.exit('umount: errno %d' % ctypes.get_errno())\n"
+                  "if libc.mount(b'swt-kept', kept, b'tmpfs', 0, b'size=4k') != 0:\n"
+                  "    sys.exit('mount: errno %d' % ctypes.get_errno())\n")
+        before = self.d.last_seq()
+        os.kill(self.d.pid, signal.SIGSTOP)
+        try:
+            self.ns(sys.executable, "-c", script, churn, kept)
+        finally:
+            os.kill(self.d.pid, signal.SIGCONT)
+        resyncs = lambda: [e for e in self.mon.events(lambda e: e.get("type") == "mount.resync")
+                           if e["seq"] > before]
+        swtest.wait_for(lambda: resyncs(), 20, "mount.resync after the queue overflowed")
+        self.mon.sync()
+        [r] = resyncs()
+        self.assertEqual(r["severity"], "warning", r)
+        self.assertEqual(r["detail"]["reason"], "overflow", r)
+        self.assertEqual(r["detail"]["attached"], 1, r)  # only `kept` is new; churn came and went
+        got = self.since(before)
+        self.assertEqual([(e["type"], e["detail"]["path"]) for e in got], [("mount.attached", kept)], got)
+        self.assertLess(got[0]["seq"], r["seq"])  # the changes first, then the resync that found them
+        self.assertEqual(self.entry(kept)["source"], "swt-kept")
+        self.assertIsNone(self.entry(churn))
+        # Notifications work again after the resync.
+        [e] = self.step([["umount", kept]], 1)
+        self.assertEqual((e["type"], e["detail"]["path"]), ("mount.detached", kept))
 
     @staticmethod
     def _drain(q):

@@ -364,6 +364,10 @@ class SyscallFilterTest(swtest.TestCase):
     timeout = 120
 
     def test_session_stays_inside_the_filter(self):
+        if os.environ.get("STORWATCH_SANITIZED") == "1":
+            # The daemon runs under strace, and LeakSanitizer cannot run under ptrace (it fails
+            # the exit); the sanitizer runtime's own system calls are not the daemon's anyway.
+            self.skipTest("ASan/UBSan build: the filter is checked in the normal build")
         strace = swtest.which("strace")
         if strace is None:
             self.skipTest("strace not installed")

@@ -203,7 +203,8 @@ TEST(QuotaMessage, SplitDatagrams) {
   Fields g;
   g.qtype = 1;
   std::string b = kernel_message(g);
-  auto parts = split_netlink_messages(a + b);
+  std::string both = a + b;  // the parts are views into it: it must outlive them
+  auto parts = split_netlink_messages(both);
   ASSERT_TRUE(parts);
   ASSERT_EQ(parts->size(), 2u);
   auto second = parse_quota_message((*parts)[1], kFamily);

@@ -46,7 +46,7 @@ class FanotifyMountSource final : public MountSource {
   struct Options {
     std::string proc_dir = "/proc/self";
     std::chrono::milliseconds settle{2};
-    std::chrono::milliseconds min_scan_gap{50};
+    std::chrono::milliseconds min_scan_gap{10};
     unsigned scan_budget = 20;
   };
 

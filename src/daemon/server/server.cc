@@ -404,8 +404,10 @@ void Server::handle_call(Conn& c, const proto::Call& call) {
 void Server::start_stream(Conn& c, const proto::Call& call) {
   size_t& n = subs_per_pid_[c.peer.pid];
   if (n >= limits_.max_subscriptions_per_process) {
-    fail_and_close(c, proto::errors::kLimitExceeded,
-                   {{"limit", "subscriptions_per_process"}, {"max", limits_.max_subscriptions_per_process}});
+    // Not dropped: a refused Subscribe holds nothing, and the client may retry on this connection
+    // once one of its streams ends.
+    send_error(c, proto::errors::kLimitExceeded,
+               {{"limit", "subscriptions_per_process"}, {"max", limits_.max_subscriptions_per_process}});
     return;
   }
   auto stream = service_.subscribe(c.peer, call.parameters);

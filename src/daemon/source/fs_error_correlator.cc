@@ -660,14 +660,19 @@ void FsErrorCorrelator::check_mounts(const std::string& dev) {
     loop_.cancel_timer(mount_checks_);
   }
   mount_check_step_ = 0;
+  // The pending timer owns the series; the function refers to itself weakly (a strong capture of
+  // itself was a cycle: every series leaked, found by LeakSanitizer).
   auto run = std::make_shared<std::function<void()>>();
-  *run = [this, run] {
+  std::weak_ptr<std::function<void()>> weak = run;
+  *run = [this, weak] {
+    auto self = weak.lock();
+    if (!self) return;
     mount_checks_ = 0;
     hooks_.refresh_mounts();
     if (++mount_check_step_ < static_cast<int>(std::size(kMountCheckSteps)))
-      mount_checks_ = loop_.add_timer_after(kMountCheckSteps[mount_check_step_], *run);
+      mount_checks_ = loop_.add_timer_after(kMountCheckSteps[mount_check_step_], [self] { (*self)(); });
   };
-  mount_checks_ = loop_.add_timer_after(kMountCheckSteps[0], *run);
+  mount_checks_ = loop_.add_timer_after(kMountCheckSteps[0], [run] { (*run)(); });
 }
 
 void FsErrorCorrelator::missed() {
