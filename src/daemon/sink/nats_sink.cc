@@ -8,25 +8,13 @@
 #include <cerrno>
 #include <climits>
 
+#include "proto/nats_error.h"
+
 namespace storwatch::daemon {
 
 namespace {
 
-// NATS errors are not errno values; EIO carries them with libnats' own text.
-Error nats_error(natsStatus s, std::string_view what, jsErrCode jerr = static_cast<jsErrCode>(0)) {
-  // libnats' last error is more precise than the status text; it starts "(file.c:123): ".
-  std::string text = natsStatus_GetText(s);
-  natsStatus last_status = NATS_OK;
-  if (const char* last = nats_GetLastError(&last_status); last && *last && last_status == s) {
-    std::string_view l(last);
-    if (l.front() == '(')
-      if (auto p = l.find("): "); p != std::string_view::npos) l.remove_prefix(p + 3);
-    text = std::string(l);
-  }
-  if (jerr != 0) text += " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")";
-  int err = s == NATS_NO_SERVER ? ECONNREFUSED : s == NATS_TIMEOUT ? ETIMEDOUT : EIO;
-  return Error::from_errno(err, std::string(what) + ": " + text);
-}
+using proto::nats_error;
 
 std::string short_hostname() {
   char buf[HOST_NAME_MAX + 1] = {};

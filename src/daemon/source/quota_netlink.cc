@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "base/log.h"
+#include "daemon/source/netlink_datagrams.h"
 
 namespace storwatch::daemon {
 
@@ -85,38 +86,18 @@ QuotaNetlinkSource::~QuotaNetlinkSource() {
 }
 
 void QuotaNetlinkSource::on_readable() {
-  // Bounded per turn so a flood cannot starve the rest of the loop; epoll wakes us again.
-  static constexpr int kMaxPerTurn = 256;
-  char buf[8192];
-  for (int i = 0; i < kMaxPerTurn; ++i) {
-    sockaddr_nl from{};
-    iovec iov{buf, sizeof buf};
-    msghdr mh{};
-    mh.msg_name = &from;
-    mh.msg_namelen = sizeof from;
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    ssize_t n = ::recvmsg(fd_.get(), &mh, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == ENOBUFS) {
-        ++overruns_;
-        log_warning("quota netlink: the kernel dropped quota warnings (socket buffer full)");
-        continue;
-      }
-      return;  // EAGAIN or an unexpected error
-    }
-    if (mh.msg_flags & MSG_TRUNC) {
+  uint64_t dropped = drain_netlink(fd_.get(), [this](const NetlinkDatagram& d) {
+    if (d.truncated) {
       ++malformed_;
       last_error_ = "a datagram larger than 8 KiB";
-      continue;
+      return;
     }
-    auto msgs = split_netlink_messages(std::string_view(buf, static_cast<size_t>(n)));
+    auto msgs = split_netlink_messages(d.data);
     if (!msgs) {
       ++malformed_;
       last_error_ = msgs.error().message();
       log_debug("{}", last_error_);
-      continue;
+      return;
     }
     for (std::string_view m : *msgs) {
       auto w = parse_quota_message(m, family_.family_id);
@@ -127,9 +108,13 @@ void QuotaNetlinkSource::on_readable() {
         continue;
       }
       ++warnings_;
-      if (from.nl_pid != 0) ++user_;
+      if (d.sender_port != 0) ++user_;
       if (on_warning_) on_warning_(*w);
     }
+  });
+  if (dropped != 0) {
+    overruns_ += dropped;
+    log_warning("quota netlink: the kernel dropped quota warnings (socket buffer full)");
   }
 }
 

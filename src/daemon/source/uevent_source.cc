@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "base/log.h"
+#include "daemon/source/netlink_datagrams.h"
 
 namespace storwatch::daemon {
 
@@ -129,39 +130,24 @@ UeventSource::~UeventSource() {
 }
 
 void UeventSource::on_readable() {
-  static constexpr int kMaxPerTurn = 256;
-  char buf[8192];
-  for (int i = 0; i < kMaxPerTurn; ++i) {
-    sockaddr_nl from{};
-    iovec iov{buf, sizeof buf};
-    msghdr mh{};
-    mh.msg_name = &from;
-    mh.msg_namelen = sizeof from;
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    ssize_t n = ::recvmsg(fd_.get(), &mh, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == ENOBUFS) {
-        ++overruns_;
-        log_warning("uevent: the kernel dropped device events (socket buffer full)");
-        continue;
-      }
-      return;  // EAGAIN or an unexpected error
-    }
+  uint64_t dropped = drain_netlink(fd_.get(), [this](const NetlinkDatagram& d) {
     ++messages_;
-    if (from.nl_pid != 0 || (mh.msg_flags & MSG_TRUNC)) {
+    if (d.sender_port != 0 || d.truncated) {
       ++bad_;
-      continue;
+      return;
     }
-    auto u = parse_uevent(std::string_view(buf, static_cast<size_t>(n)));
+    auto u = parse_uevent(d.data);
     if (!u) {
       ++bad_;
-      continue;
+      return;
     }
     std::optional<uint64_t> size;
     if (u->action == "add" || (u->action == "change" && u->get("RESIZE") == "1")) size = block_device_size(u->get("DEVNAME"));
     if (auto e = uevent_to_event(*u, size); e && on_event_) on_event_(std::move(*e));
+  });
+  if (dropped != 0) {
+    overruns_ += dropped;
+    log_warning("uevent: the kernel dropped device events (socket buffer full)");
   }
 }
 
