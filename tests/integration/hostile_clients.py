@@ -32,7 +32,7 @@ import swtest  # noqa: E402
 from journal_helpers import Feeder, JournalDaemon, Varlink, error_line  # noqa: E402
 
 SANITIZED = os.environ.get("STORWATCH_SANITIZED") == "1"
-SLOW = 4 if SANITIZED else 1
+SLOW = 10 if SANITIZED else 1
 RTT_DEADLINE = 2.0 * SLOW  # seconds: every well-behaved call, whatever the others do (loaded CI)
 CONNECTIONS = 1000
 GARBAGE_BYTES = 100 << 20

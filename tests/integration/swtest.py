@@ -978,9 +978,10 @@ class TestCase(unittest.TestCase):
         super().setUp()
         if self.timeout and threading.current_thread() is threading.main_thread():
             def on_alarm(signum, frame):
-                raise TestTimeout(f"test exceeded its time limit of {self.timeout} s")
+                raise TestTimeout(f"test exceeded its time limit of "
+                                  f"{self.timeout * SANITIZED_SLOWDOWN} s")
             old = signal.signal(signal.SIGALRM, on_alarm)
-            signal.alarm(int(self.timeout))
+            signal.alarm(int(self.timeout * SANITIZED_SLOWDOWN))
 
             def disarm():
                 signal.alarm(0)
