@@ -170,7 +170,7 @@ std::string event_to_line(const Event& e) {
     if (v.is_string())
       line += fmt::format(" {}={}", k, v.get<std::string>());
     else
-      line += fmt::format(" {}={}", k, v.dump());
+      line += fmt::format(" {}={}", k, v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   if (e.process) {
     line += fmt::format(" pid={} uid={} comm={}", e.process->pid, e.process->uid, e.process->comm);

@@ -29,7 +29,7 @@ std::string Folder::fold_key(const Event& e) {
     key += '|';
     if (f.rfind("detail.", 0) == 0) {
       auto it = e.detail.find(std::string(f.substr(7)));
-      if (it != e.detail.end()) key += it->dump();
+      if (it != e.detail.end()) key += it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     } else if (f == "process.pid") {
       if (e.process) key += std::to_string(e.process->pid);
     } else if (f == "process.uid") {

@@ -464,7 +464,7 @@ void Server::mark_dirty(int fd) {
 void Server::pump_stream(Conn& c) {
   if (!c.streaming || c.closing) return;
   json extra = service_.stream_reply_fields();
-  std::string tail = extra.dump();
+  std::string tail = extra.dump(-1, ' ', false, json::error_handler_t::replace);
   // tail is "{...}"; each reply is {"parameters":{"event":EVENT,<extra fields>},"continues":true}
   std::string extra_fields = tail.size() > 2 ? "," + tail.substr(1, tail.size() - 2) : "";
   auto append = [&](const EventPtr& published) {

@@ -26,7 +26,7 @@ namespace {
 std::string str(const json& d, const char* key) {
   auto it = d.find(key);
   if (it == d.end() || it->is_null()) return "";
-  return it->is_string() ? it->get<std::string>() : it->dump();
+  return it->is_string() ? it->get<std::string>() : it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string where(const Event& e) {
@@ -176,7 +176,7 @@ Result<void> AlertmanagerSink::post(const std::vector<json>& alerts) const {
   cli.set_connection_timeout(secs / 1000000, secs % 1000000);
   cli.set_read_timeout(secs / 1000000, secs % 1000000);
   cli.set_write_timeout(secs / 1000000, secs % 1000000);
-  std::string body = json(alerts).dump();
+  std::string body = json(alerts).dump(-1, ' ', false, json::error_handler_t::replace);
   auto res = cli.Post(prefix_ + "/api/v2/alerts", body, "application/json");
   if (!res)
     return fail_invalid(fmt::format("alertmanager: POST {}{}/api/v2/alerts: {}", base_, prefix_,

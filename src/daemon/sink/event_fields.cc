@@ -18,7 +18,7 @@ std::string field_key(std::string_view k) {
 
 std::string scalar(const nlohmann::json& v) {
   if (v.is_string()) return v.get<std::string>();
-  return v.dump();
+  return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace

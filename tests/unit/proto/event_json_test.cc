@@ -361,5 +361,19 @@ TEST(Filter, MatchesTypeSeveritySubtype) {
   EXPECT_FALSE(proto::matches_type_severity_subtype(f, e));
 }
 
+// A process name or kernel-log text is bytes, not UTF-8 (prctl(PR_SET_NAME) takes any bytes):
+// the readable line must not throw on it (found by bpf_records_fuzz: a comm of 0xB8 crashed it).
+TEST(EventJson, InvalidUtf8InDetailDoesNotThrowFromTheLine) {
+  Event e;
+  e.type = "space.enospc";
+  e.severity = Severity::error;
+  e.detail = {{"syscall", "write"}, {"list", json::array({std::string("\xb8\xff", 2)})}};
+  e.process = ProcessRef{};
+  e.process->comm = std::string("\xb8x", 2);
+  std::string line;
+  EXPECT_NO_THROW(line = event_to_line(e));
+  EXPECT_NE(line.find("list="), std::string::npos);
+}
+
 }  // namespace
 }  // namespace storwatch
