@@ -246,10 +246,13 @@ class RetentionTest(JournalCase):
             # Retention runs after each batch that brings an eighth of max_size: pages in use stay
             # under max_size plus one batch (at most 4096 events, ~2.5 MiB of rows and index).
             # Deleted pages are reused, not returned: the file stays at its high-water mark. The
-            # WAL is checkpointed every 1000 pages (4 MiB) and keeps its size.
+            # WAL is checkpointed every 1000 pages (4 MiB) and keeps its size; a checkpoint cannot
+            # restart the WAL while a reader (a sink's runner, reading the journal after each
+            # commit) still uses its end, so it may grow by a batch or two more (seen: 8.1 MiB
+            # under ASan, where the readers are slow).
             self.assertLess(used, 4 * MiB)
             self.assertLess(size, 6 * MiB)
-            self.assertLess(wal, 8 * MiB)
+            self.assertLess(wal, 12 * MiB)
 
     def test_max_age_drops_old_events(self):
         d = self.journal_daemon(lambda fifo: journal_config(fifo, max_age="1d"), print_events=False)
