@@ -94,11 +94,9 @@ def count_sum(events):
 KMSG_CONFIG = swtest.test_config(extra="[sources]\nebpf_block = false\n")
 
 
-class BlockTest(swtest.DaemonTestCase):
+class BlockCase(swtest.DaemonTestCase):
+    """What the block tests share (also test_block_bpf.py's): a failing loop device and checks."""
     timeout = 240
-
-    def daemon(self, config=None, **kwargs):
-        return super().daemon(KMSG_CONFIG if config is None else config, **kwargs)
 
     def failing_loop(self, image_size=64 * MiB):
         tfs = self.cleanup.enter(swtest.TestFs(image_size=image_size))
@@ -111,6 +109,31 @@ class BlockTest(swtest.DaemonTestCase):
         self.assertEqual(e["device"]["major"], maj, e)
         self.assertEqual(e["device"]["minor"], mnr, e)
         self.assertEqual(e["device"]["dev"], f"{maj}:{mnr}", e)
+
+    def ext4_with_directory(self, tfs, dev, prefix):
+        """ext4 on `dev`, mounted, with a directory /dir of 4 files whose block is not cached.
+        Returns (mount point, directory, its block, block size)."""
+        swtest.mkfs(dev, "ext4", ["-E", "nodiscard"])
+        mnt = swtest.tempdir(prefix=prefix, cleanup=self.cleanup)
+        swtest.mount(dev, mnt, "ext4", cleanup=self.cleanup)
+        self.cleanup.push(tfs.control, "clear")  # reads work again before the umount
+        sub = os.path.join(mnt, "dir")
+        os.mkdir(sub)
+        for i in range(4):
+            with open(os.path.join(sub, f"f{i}"), "w") as f:
+                f.write("x")
+        os.sync()
+        # Mounted afresh: jbd2 no longer pins the directory's buffer, so the read goes to the device.
+        swtest.umount(mnt)
+        out = swtest.run(["debugfs", "-R", "blocks /dir", dev]).stdout.split()
+        swtest.mount(dev, mnt, "ext4", cleanup=self.cleanup)
+        self.cleanup.push(tfs.control, "clear")
+        return mnt, sub, int(out[0]), os.statvfs(mnt).f_bsize
+
+
+class BlockTest(BlockCase):
+    def daemon(self, config=None, **kwargs):
+        return super().daemon(KMSG_CONFIG if config is None else config, **kwargs)
 
     def test_1_failing_sector_gives_the_exact_sector(self):
         tfs, dev = self.failing_loop()
@@ -177,23 +200,7 @@ class BlockTest(swtest.DaemonTestCase):
 
     def test_3_ext4_gives_block_error_and_fs_error(self):
         tfs, dev = self.failing_loop()
-        swtest.mkfs(dev, "ext4", ["-E", "nodiscard"])
-        mnt = swtest.tempdir(prefix="swtest-block-", cleanup=self.cleanup)
-        swtest.mount(dev, mnt, "ext4", cleanup=self.cleanup)
-        self.cleanup.push(tfs.control, "clear")  # reads work again before the umount
-        sub = os.path.join(mnt, "dir")
-        os.mkdir(sub)
-        for i in range(4):
-            with open(os.path.join(sub, f"f{i}"), "w") as f:
-                f.write("x")
-        os.sync()
-        # Mounted afresh: jbd2 no longer pins the directory's buffer, so the read goes to the device.
-        swtest.umount(mnt)
-        out = swtest.run(["debugfs", "-R", "blocks /dir", dev]).stdout.split()
-        swtest.mount(dev, mnt, "ext4", cleanup=self.cleanup)
-        self.cleanup.push(tfs.control, "clear")
-        block = int(out[0])
-        bsize = os.statvfs(mnt).f_bsize
+        mnt, sub, block, bsize = self.ext4_with_directory(tfs, dev, "swtest-block-")
         sector = block * bsize // 512
         d = self.daemon()
         mon = d.monitor()

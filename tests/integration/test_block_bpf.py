@@ -21,7 +21,6 @@ that can load BPF here (exits 77 with the daemon's reason when it cannot).
 import errno
 import fcntl
 import json
-import mmap
 import os
 import struct
 import sys
@@ -29,11 +28,11 @@ import sys
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import swtest  # noqa: E402
+from test_block import KMSG_CONFIG, BlockCase, dev_numbers, on_device, read_sector  # noqa: E402
 
 MiB = 1 << 20
 BLKDISCARD = 0x1277
 BLKZEROOUT = 0x127F
-KMSG_CONFIG = swtest.test_config(extra="[sources]\nebpf_block = false\n")
 
 
 def setUpModule():
@@ -44,34 +43,6 @@ def setUpModule():
     swtest.require_cmd("losetup", "mkfs.ext4", "debugfs", "mount", "umount")
     swtest.require_fstype("ext4")
     swtest.require_storwatch()
-
-
-def read_sector(dev, sector, size=512):
-    """One O_DIRECT read at `sector`; returns the errno (0 when it worked)."""
-    buf = mmap.mmap(-1, max(size, 4096))
-    fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
-    try:
-        os.preadv(fd, [memoryview(buf)[:size]], sector * 512)
-        return 0
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
-        buf.close()
-
-
-def dev_numbers(dev):
-    st = os.stat(dev)
-    return os.major(st.st_rdev), os.minor(st.st_rdev)
-
-
-def on_device(dev, type_="block.io_error"):
-    name = os.path.basename(dev)
-
-    def pred(e):
-        return e.get("type") == type_ and (e.get("device") or {}).get("name") == name
-    pred.__name__ = f"{type_} on {name}"
-    return pred
 
 
 def at_sector(dev, sector):
@@ -88,13 +59,7 @@ def history(d):
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-class BlockBpfTest(swtest.DaemonTestCase):
-    timeout = 240
-
-    def failing_loop(self, image_size=64 * MiB):
-        tfs = self.cleanup.enter(swtest.TestFs(image_size=image_size))
-        dev = swtest.loop_attach(tfs.image, cleanup=self.cleanup)
-        return tfs, dev
+class BlockBpfTest(BlockCase):
 
     def bpf_daemon(self):
         """A daemon with the default sources; skips when it could not load the eBPF source."""
@@ -109,13 +74,6 @@ class BlockBpfTest(swtest.DaemonTestCase):
         entries = [s for s in d.cli_json("doctor")["sources"] if s["name"] == "ebpf-block"]
         self.assertEqual(len(entries), 1, entries)
         return entries[0]
-
-    def check_device(self, e, dev):
-        maj, mnr = dev_numbers(dev)
-        self.assertEqual(e["device"]["name"], os.path.basename(dev), e)
-        self.assertEqual(e["device"]["major"], maj, e)
-        self.assertEqual(e["device"]["minor"], mnr, e)
-        self.assertEqual(e["device"]["dev"], f"{maj}:{mnr}", e)
 
     def test_1_failing_sector_gives_the_exact_sector(self):
         tfs, dev = self.failing_loop()
@@ -182,23 +140,7 @@ class BlockBpfTest(swtest.DaemonTestCase):
 
     def test_3_ext4_gives_block_error_and_fs_error(self):
         tfs, dev = self.failing_loop()
-        swtest.mkfs(dev, "ext4", ["-E", "nodiscard"])
-        mnt = swtest.tempdir(prefix="swtest-blockbpf-", cleanup=self.cleanup)
-        swtest.mount(dev, mnt, "ext4", cleanup=self.cleanup)
-        self.cleanup.push(tfs.control, "clear")  # reads work again before the umount
-        sub = os.path.join(mnt, "dir")
-        os.mkdir(sub)
-        for i in range(4):
-            with open(os.path.join(sub, f"f{i}"), "w") as f:
-                f.write("x")
-        os.sync()
-        # Mounted afresh: jbd2 no longer pins the directory's buffer, so the read goes to the device.
-        swtest.umount(mnt)
-        out = swtest.run(["debugfs", "-R", "blocks /dir", dev]).stdout.split()
-        swtest.mount(dev, mnt, "ext4", cleanup=self.cleanup)
-        self.cleanup.push(tfs.control, "clear")
-        block = int(out[0])
-        bsize = os.statvfs(mnt).f_bsize
+        mnt, sub, block, bsize = self.ext4_with_directory(tfs, dev, "swtest-blockbpf-")
         sector = block * bsize // 512
         d = self.bpf_daemon()
         mon = d.monitor()
